@@ -1,0 +1,85 @@
+"""Multi-head scaled dot-product self-attention with a padding mask: forward/backward pair.
+
+Shapes: B batch, T tokens, D hidden, H heads, d = D / H head size.
+
+    qkv = x @ W_QKV + b_QKV                  (B, T, 3D)   one matmul for Q, K and V (W_QKV = [W_Q | W_K | W_V])
+    Q, K, V = split(qkv) -> heads            (B, H, T, d) each
+    S = (Q / sqrt d) @ K^T + mask_bias       (B, H, T, T) mask_bias = -inf-like on padded keys
+    A = softmax(S)                           (B, H, T, T) the attention weights
+    C = dropout(A) @ V                       (B, H, T, d) the context, then merged to (B, T, D)
+    out = C @ W_O + b_O                      (B, T, D)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import linear_backward, linear_forward
+from .math_ops import dropout_backward, dropout_forward, softmax_backward, softmax_forward
+
+
+def split_heads(x, H):
+    """(B, T, D) -> (B, H, T, d)."""
+    B, T, D = x.shape
+    return x.reshape(B, T, H, D // H).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x):
+    """(B, H, T, d) -> (B, T, D), contiguous."""
+    B, H, T, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, H * d)
+
+
+def mask_bias(attention_mask, dtype):
+    """(B, T) of 1 = real token, 0 = padding -> additive bias (B, 1, 1, T): 0 or a large negative number.
+
+    A large finite number rather than -inf: a row whose keys are all padding then gets uniform weights
+    instead of 0/0 = NaN (guide, section "Attention").
+    """
+    if attention_mask is None:
+        return None
+    neg = np.finfo(dtype).min / 2
+    return ((1.0 - attention_mask.astype(dtype)) * dtype.type(neg))[:, None, None, :]
+
+
+def attention_forward(x, W_QKV, b_QKV, W_O, b_O, num_heads, bias=None, dropout_p=0.0, rng=None, training=False):
+    """x: (B, T, D) -> out: (B, T, D), cache (Q, K, V, attention_weights, context, ...)."""
+    B, T, D = x.shape
+    d = D // num_heads
+    qkv = linear_forward(x, W_QKV, b_QKV)                          # (B, T, 3D)
+    Q = split_heads(qkv[..., :D], num_heads)                       # (B, H, T, d)
+    K = split_heads(qkv[..., D:2 * D], num_heads)
+    V = split_heads(qkv[..., 2 * D:], num_heads)
+    scale = x.dtype.type(1.0 / np.sqrt(d))
+    S = (Q * scale) @ K.transpose(0, 1, 3, 2)                      # (B, H, T, T); scaling Q is cheaper than S
+    if bias is not None:
+        S += bias
+    A = softmax_forward(S)                                         # (B, H, T, T), rows sum to 1
+    A_drop, drop_mask = dropout_forward(A, dropout_p, rng, training)
+    C = A_drop @ V                                                 # (B, H, T, d)
+    context = merge_heads(C)                                       # (B, T, D)
+    out = linear_forward(context, W_O, b_O)                        # (B, T, D)
+    cache = {
+        "x": x, "Q": Q, "K": K, "V": V, "scale": scale,
+        "attention_weights": A, "attention_dropout_mask": drop_mask, "A_drop": A_drop,
+        "context": context,
+    }
+    return out, cache
+
+
+def attention_backward(dout, cache, W_QKV, W_O):
+    """Backward through attention (guide, section "Attention"). Returns (dx, dW_QKV, db_QKV, dW_O, db_O)."""
+    Q, K, V, A, A_drop, scale = (cache[k] for k in ("Q", "K", "V", "attention_weights", "A_drop", "scale"))
+    H = Q.shape[1]
+    dcontext, dW_O, db_O = linear_backward(dout, cache["context"], W_O)   # (B, T, D)
+    dC = split_heads(dcontext, H)                                  # (B, H, T, d)
+    dA_drop = dC @ V.transpose(0, 1, 3, 2)                         # (B, H, T, T)
+    dV = A_drop.transpose(0, 1, 3, 2) @ dC                         # (B, H, T, d)
+    dA = dropout_backward(dA_drop, cache["attention_dropout_mask"])
+    dS = softmax_backward(dA, A)                                   # the mask bias is a constant: no gradient
+    dS *= scale
+    dQ = dS @ K                                                    # (B, H, T, d)  (S = scale Q K^T)
+    dK = dS.transpose(0, 1, 3, 2) @ Q
+    dqkv = np.concatenate([merge_heads(dQ), merge_heads(dK), merge_heads(dV)], axis=-1)  # (B, T, 3D)
+    dx, dW_QKV, db_QKV = linear_backward(dqkv, cache["x"], W_QKV)
+    return dx, dW_QKV, db_QKV, dW_O, db_O

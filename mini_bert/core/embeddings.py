@@ -1,0 +1,45 @@
+"""Token, learned-position and token-type embeddings: lookup forward, scatter-add backward.
+
+Shapes: B batch, T tokens, D hidden, V vocab, P max positions, S token types.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def embedding_forward(ids, E):
+    """y[b, t] = E[ids[b, t]]. ids: (B, T) int, E: (V, D) -> (B, T, D)."""
+    return E[ids]
+
+
+def embedding_backward(dy, ids, num_embeddings: int, out=None):
+    """dE[v] = sum of dy[b, t] over every (b, t) with ids[b, t] = v: a scatter-add (guide, section "Embeddings").
+
+    A row used twice receives both contributions, which is also why the tied MLM decoder can simply add its
+    own share to the same buffer. With `out`, the rows are added into it (no (V, D) temporary).
+    """
+    D = dy.shape[-1]
+    dE = np.zeros((num_embeddings, D), dtype=dy.dtype) if out is None else out
+    np.add.at(dE, ids.reshape(-1), dy.reshape(-1, D))
+    return dE
+
+
+def bert_embeddings_forward(input_ids, token_type_ids, E_token, E_pos, E_type):
+    """e = E_token[ids] + E_pos[0..T-1] + E_type[token_type_ids]. Returns e: (B, T, D)."""
+    T = input_ids.shape[1]
+    e = embedding_forward(input_ids, E_token)                      # (B, T, D)
+    e += E_pos[:T]                                                 # broadcast over B
+    e += embedding_forward(token_type_ids, E_type)
+    return e
+
+
+def bert_embeddings_backward(de, input_ids, token_type_ids, dE_token, dE_pos, dE_type):
+    """Accumulates into the gradient buffers dE_token (V, D), dE_pos (P, D), dE_type (S, D).
+
+    Position t < T receives sum_b de[b, t]; positions beyond T receive nothing.
+    """
+    T = de.shape[1]
+    embedding_backward(de, input_ids, dE_token.shape[0], out=dE_token)
+    dE_pos[:T] += de.sum(axis=0)
+    embedding_backward(de, token_type_ids, dE_type.shape[0], out=dE_type)

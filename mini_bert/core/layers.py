@@ -1,0 +1,98 @@
+"""Linear, LayerNorm and the position-wise feed-forward network, each a forward/backward pair.
+
+Shapes: B batch, T tokens, D hidden, F intermediate (FFN) size. `x` may have any leading shape `(..., in)`.
+Weights are stored `(in, out)`, so every linear layer reads `y = x @ W + b`.
+Backward functions *return* parameter gradients; the caller accumulates them with `+=` into the gradient buffer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .math_ops import ACTIVATION_BACKWARD, ACTIVATION_FORWARD
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """View (..., n) as (M, n), so that parameter gradients are one large matmul."""
+    return a.reshape(-1, a.shape[-1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Linear
+
+
+def linear_forward(x, W, b):
+    """y = x @ W + b.  x: (..., in), W: (in, out), b: (out,) -> y: (..., out)."""
+    y = x @ W
+    y += b
+    return y
+
+
+def linear_backward(dy, x, W):
+    """dx = dy @ W^T, dW = x^T dy (summed over rows), db = sum dy (guide, section "Linear").
+
+    Returns (dx, dW, db).
+    """
+    dx = dy @ W.T
+    dW = _rows(x).T @ _rows(dy)
+    db = _rows(dy).sum(axis=0)
+    return dx, dW, db
+
+
+# --------------------------------------------------------------------------------------------------------------
+# LayerNorm
+
+
+def layer_norm_forward(x, gamma, beta, eps):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta over the last axis. x: (..., D).
+
+    Caches xhat and rstd = 1/sqrt(var + eps) for the backward pass.
+    """
+    mu = x.mean(axis=-1, keepdims=True)                             # (..., 1)
+    xc = x - mu                                                     # (..., D)
+    var = (xc * xc).mean(axis=-1, keepdims=True)                    # (..., 1)
+    rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))                   # (..., 1)
+    xhat = xc
+    xhat *= rstd                                                    # (..., D), reuses xc's memory
+    y = xhat * gamma
+    y += beta
+    return y, (xhat, rstd, gamma)
+
+
+def layer_norm_backward(dy, cache):
+    """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma (guide, section "LayerNorm").
+
+    Returns (dx, dgamma, dbeta).
+    """
+    xhat, rstd, gamma = cache
+    dgamma = (_rows(dy) * _rows(xhat)).sum(axis=0)
+    dbeta = _rows(dy).sum(axis=0)
+    g = dy * gamma
+    dx = g - g.mean(axis=-1, keepdims=True)
+    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    dx *= rstd
+    return dx, dgamma, dbeta
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Feed-forward network: f = act(x @ W1 + b1) @ W2 + b2
+
+
+def ffn_forward(x, W1, b1, W2, b2, activation: str):
+    """x: (B, T, D) -> h = x W1 + b1: (B, T, F) -> a = act(h) -> f = a W2 + b2: (B, T, D).
+
+    The cache keeps `h` (pre-activation) and `a` (post-activation) under those names: the analysis tools read
+    them to count dead units.
+    """
+    h = linear_forward(x, W1, b1)                                   # (B, T, F)
+    a, act_cache = ACTIVATION_FORWARD[activation](h)                # (B, T, F)
+    f = linear_forward(a, W2, b2)                                   # (B, T, D)
+    return f, {"x": x, "h": h, "a": a, "act": act_cache, "activation": activation}
+
+
+def ffn_backward(df, cache, W1, W2):
+    """Chain rule through the two linears and the activation. Returns (dx, dW1, db1, dW2, db2)."""
+    da, dW2, db2 = linear_backward(df, cache["a"], W2)
+    dh = ACTIVATION_BACKWARD[cache["activation"]](da, cache["act"])
+    dx, dW1, db1 = linear_backward(dh, cache["x"], W1)
+    return dx, dW1, db1, dW2, db2

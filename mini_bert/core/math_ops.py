@@ -1,0 +1,146 @@
+"""Elementwise and row-wise operations, each a forward/backward pair.
+
+Shapes: any leading shape `...`; softmax-like ops act on the last axis.
+Convention: `dX` always means dLoss/dX and has X's shape. Each `*_backward` docstring names the section of
+docs/MATHEMATICAL_GUIDE.md that derives it.
+
+Only the NumPy API that CuPy also implements is used here (plus `erf`, which CuPy has in cupyx.scipy.special),
+so an array module with the same API can stand in for NumPy later.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import erf
+
+# --------------------------------------------------------------------------------------------------------------
+# Softmax
+
+
+def softmax_forward(x: np.ndarray) -> np.ndarray:
+    """y = exp(x - max x) / sum exp(x - max x) over the last axis. Subtracting the max keeps exp() finite."""
+    z = x - x.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def softmax_backward(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """dx = y * (dy - sum(dy * y)) (guide, section "Softmax")."""
+    dx = dy * y
+    s = dx.sum(axis=-1, keepdims=True)
+    dx -= y * s
+    return dx
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Log-softmax + cross-entropy (mean over rows)
+
+
+def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """loss = mean_n [ logsumexp(z_n) - z_n[t_n] ] for logits z: (N, V), targets t: (N,) int.
+
+    Returns the loss and the probabilities p = softmax(z), which the backward needs.
+    """
+    if logits.shape[0] == 0:
+        raise ValueError("cross-entropy over zero rows: no position was selected (is any token masked?)")
+    m = logits.max(axis=-1, keepdims=True)                        # (N, 1)
+    z = logits - m
+    sumexp = np.exp(z).sum(axis=-1, keepdims=True)               # (N, 1)
+    log_probs_target = z[np.arange(len(targets)), targets] - np.log(sumexp[:, 0])
+    loss = float(-log_probs_target.mean())
+    probs = np.exp(z - np.log(sumexp))                           # (N, V)
+    return loss, probs
+
+
+def cross_entropy_backward(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """dz = (p - onehot(t)) / N (guide, section "Cross-entropy")."""
+    n = probs.shape[0]
+    dz = probs.copy()
+    dz[np.arange(n), targets] -= 1.0
+    dz /= n
+    return dz
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Activations. Each forward returns (y, cache); each backward takes (dy, cache).
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+
+
+def relu_forward(x):
+    """y = max(x, 0)."""
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dy, x):
+    """dx = dy * [x > 0] (guide, section "ReLU"). A multiply, not a boolean-mask assignment: it is faster."""
+    return dy * (x > 0)
+
+
+def gelu_forward(x):
+    """Exact GELU, y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as in the original BERT checkpoints."""
+    cdf = 0.5 * (1.0 + erf(x / _SQRT_2)).astype(x.dtype, copy=False)  # Phi(x)
+    return x * cdf, (x, cdf)
+
+
+def gelu_backward(dy, cache):
+    """dx = dy * (Phi(x) + x phi(x)), phi(x) = exp(-x^2/2) / sqrt(2 pi) (guide, section "GELU")."""
+    x, cdf = cache
+    pdf = np.exp(-0.5 * x * x) * x.dtype.type(_INV_SQRT_2PI)
+    return dy * (cdf + x * pdf)
+
+
+def gelu_tanh_forward(x):
+    """Tanh approximation: y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). No x**3: x*x*x is faster."""
+    x2 = x * x
+    u = x.dtype.type(_SQRT_2_OVER_PI) * (x + x.dtype.type(_GELU_TANH_C) * x2 * x)
+    t = np.tanh(u)
+    return 0.5 * x * (1.0 + t), (x, x2, t)
+
+
+def gelu_tanh_backward(dy, cache):
+    """dx = dy * [0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 c x^2)] (guide, section "GELU")."""
+    x, x2, t = cache
+    du_dx = x.dtype.type(_SQRT_2_OVER_PI) * (1.0 + x.dtype.type(3.0 * _GELU_TANH_C) * x2)
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+
+
+ACTIVATION_FORWARD = {"relu": relu_forward, "gelu": gelu_forward, "gelu_tanh": gelu_tanh_forward}
+ACTIVATION_BACKWARD = {"relu": relu_backward, "gelu": gelu_backward, "gelu_tanh": gelu_tanh_backward}
+
+
+def tanh_forward(x):
+    """y = tanh(x); the pooler's activation."""
+    y = np.tanh(x)
+    return y, y
+
+
+def tanh_backward(dy, y):
+    """dx = dy * (1 - y^2) (guide, section "Tanh pooler")."""
+    return dy * (1.0 - y * y)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dropout (inverted): the scaled keep-mask is the cache, so backward (and a gradient check) can replay it.
+
+
+def dropout_forward(x, p: float, rng: np.random.Generator | None, training: bool):
+    """y = x * m, m = [u >= p] / (1 - p) with u ~ U[0, 1). Identity (mask None) when not training or p == 0."""
+    if not training or p == 0.0:
+        return x, None
+    if rng is None:
+        raise ValueError("dropout in training mode needs a numpy.random.Generator (pass rng=...)")
+    mask = rng.random(x.shape, dtype=np.float32) >= p
+    scaled = mask.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    return x * scaled, scaled
+
+
+def dropout_backward(dy, mask):
+    """dx = dy * m (guide, section "Dropout")."""
+    return dy if mask is None else dy * mask

@@ -1,0 +1,82 @@
+"""Masked-language-model objective: BERT's masking rule and the loss over masked positions.
+
+`python -m mini_bert.training.mlm` shows a masking example (the notes' Week 3 step).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
+from ..core.gradients import masked_cross_entropy
+
+NEVER_MASKED = (PAD_ID, CLS_ID, SEP_ID)
+
+
+def mask_tokens(batch, vocab_size: int, mask_id: int = MASK_ID, mask_prob: float = 0.15,
+                rng: np.random.Generator | None = None):
+    """BERT's 80/10/10 masking. batch: (B, T) int ids.
+
+    Each token other than [PAD], [CLS] and [SEP] is selected with probability `mask_prob`; a selected token
+    becomes [MASK] with probability 0.8, a random ordinary token (never a special one) with 0.1, and stays as
+    it is with 0.1. A sequence where nothing was selected gets one selected position, so every sequence
+    contributes to the loss.
+
+    rng: a numpy Generator; None uses a fresh `default_rng(0)`, so a call is reproducible on its own.
+    Returns (input_ids, target_ids, mask_positions): the corrupted ids, the original ids (B, T), and the
+    boolean (B, T) array of selected positions (where the loss is computed).
+    """
+    batch = np.asarray(batch)
+    if batch.ndim != 2 or not np.issubdtype(batch.dtype, np.integer):
+        raise ValueError(f"batch must be a 2-D integer array (batch, seq_len); got {batch.dtype} {batch.shape}")
+    if not 0.0 < mask_prob < 1.0:
+        raise ValueError(f"mask_prob must lie in (0, 1); got {mask_prob}")
+    n_special = len(SPECIAL_TOKENS)
+    if vocab_size <= n_special:
+        raise ValueError(f"vocab_size must exceed the {n_special} special tokens; got {vocab_size}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    B, T = batch.shape
+    candidates = ~np.isin(batch, NEVER_MASKED)                              # (B, T)
+    selected = (rng.random((B, T)) < mask_prob) & candidates
+    # Guarantee one selected position in every sequence that has a candidate.
+    empty = ~selected.any(axis=1) & candidates.any(axis=1)
+    for b in np.flatnonzero(empty):
+        selected[b, rng.choice(np.flatnonzero(candidates[b]))] = True
+    u = rng.random((B, T))
+    to_mask = selected & (u < 0.8)
+    to_random = selected & (u >= 0.8) & (u < 0.9)
+    input_ids = batch.copy()
+    input_ids[to_mask] = mask_id
+    input_ids[to_random] = rng.integers(n_special, vocab_size, size=int(to_random.sum()))
+    return input_ids, batch.copy(), selected
+
+
+def mlm_cross_entropy(logits, target_ids, mask_positions):
+    """Mean cross-entropy over the masked positions: returns (loss, dLoss/dlogits). See `masked_cross_entropy`."""
+    return masked_cross_entropy(logits, target_ids, mask_positions)
+
+
+def _demo() -> None:
+    rng = np.random.default_rng(0)
+    batch = rng.integers(5, 100, size=(2, 12))
+    batch[:, 0], batch[:, -1] = CLS_ID, SEP_ID
+    batch[1, -3:] = [SEP_ID, PAD_ID, PAD_ID]
+    inp, tgt, pos = mask_tokens(batch, vocab_size=100, mask_id=MASK_ID, mask_prob=0.3, rng=rng)
+    print("BERT masking: select 15% of ordinary tokens; of those 80% -> [MASK], 10% -> random, 10% kept.")
+    print("original :", batch.tolist())
+    print("corrupted:", inp.tolist())
+    print("selected :", pos.astype(int).tolist())
+    big = rng.integers(5, 8192, size=(64, 128))
+    inp, tgt, pos = mask_tokens(big, 8192, MASK_ID, 0.15, rng)
+    sel = pos.sum()
+    print(f"\nOn 64x128 random ids: selected {sel / pos.size:.3f} of tokens; of those "
+          f"{(inp[pos] == MASK_ID).mean():.3f} [MASK], {((inp[pos] != MASK_ID) & (inp[pos] != tgt[pos])).mean():.3f} "
+          f"random, {(inp[pos] == tgt[pos]).mean():.3f} unchanged")
+    V = 8192
+    logits = np.zeros((int(sel), V), dtype=np.float32)
+    loss, _ = mlm_cross_entropy(logits, tgt, pos)
+    print(f"Loss of uniform predictions = log V = {np.log(V):.4f}; computed {loss:.4f}")
+
+
+if __name__ == "__main__":
+    _demo()
