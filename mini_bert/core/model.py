@@ -86,6 +86,13 @@ class MiniBERT:
             raise ValueError(f"checkpoint lacks tensors: {', '.join(missing[:10])}")
         return missing
 
+    @classmethod
+    def from_pretrained(cls, path, dtype: str = "float32") -> "MiniBERT":
+        """A model with the config and weights of a Hugging Face BERT folder (config.json, model.safetensors);
+        see core/pretrained.py for the name table and what is reported when tensors are missing."""
+        from .pretrained import from_pretrained   # imported here: pretrained.py imports this module
+        return from_pretrained(path, dtype)
+
     # ----------------------------------------------------------------------------------------------------------
     # Input checks: a clear ValueError that names the problem and the limit.
 
@@ -231,10 +238,11 @@ class MiniBERT:
                                "drop_mask": drop_mask, "dropped": dropped}
         return logits, cache
 
-    def predict_masked(self, input_ids, attention_mask=None, top_k: int = 5):
-        """Top-k token ids and probabilities at every [MASK] in input_ids: a list of (position, ids, probs)."""
+    def predict_masked(self, input_ids, attention_mask=None, top_k: int = 5, mask_id: int = MASK_ID):
+        """Top-k token ids and probabilities at every `mask_id` in input_ids: a list of (position, ids, probs).
+        (Hugging Face vocabularies put [MASK] elsewhere, e.g. 103: pass tokenizer.token_to_id("[MASK]").)"""
         input_ids = np.asarray(input_ids)
-        where = input_ids == MASK_ID
+        where = input_ids == mask_id
         logits, _ = self.forward(input_ids, attention_mask, masked_positions=where)
         logits = logits - logits.max(-1, keepdims=True)
         probs = np.exp(logits)
