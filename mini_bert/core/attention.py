@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import linear_backward, linear_forward
-from .math_ops import dropout_backward, dropout_forward, softmax_backward, softmax_forward
+from .math_ops import dropout_forward, softmax_forward
 
 
 def split_heads(x, H):
@@ -45,16 +45,16 @@ def mask_bias(attention_mask, dtype):
 def attention_forward(x, W_QKV, b_QKV, W_O, b_O, num_heads, bias=None, dropout_p=0.0, rng=None, training=False):
     """x: (B, T, D) -> out: (B, T, D), cache (Q, K, V, attention_weights, context, ...)."""
     B, T, D = x.shape
-    d = D // num_heads
+    H, d = num_heads, D // num_heads
     qkv = linear_forward(x, W_QKV, b_QKV)                          # (B, T, 3D)
-    Q = split_heads(qkv[..., :D], num_heads)                       # (B, H, T, d)
-    K = split_heads(qkv[..., D:2 * D], num_heads)
-    V = split_heads(qkv[..., 2 * D:], num_heads)
+    # one copy puts Q, K and V head-major: (3, B, H, T, d), each (T, d) matrix contiguous for the matmuls
+    QKV = np.ascontiguousarray(qkv.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4))
+    Q, K, V = QKV[0], QKV[1], QKV[2]                               # (B, H, T, d) each
     scale = x.dtype.type(1.0 / np.sqrt(d))
     S = (Q * scale) @ K.transpose(0, 1, 3, 2)                      # (B, H, T, T); scaling Q is cheaper than S
     if bias is not None:
         S += bias
-    A = softmax_forward(S)                                         # (B, H, T, T), rows sum to 1
+    A = softmax_forward(S)                                         # (B, H, T, T), rows sum to 1 (in S's memory)
     A_drop, drop_mask = dropout_forward(A, dropout_p, rng, training)
     C = A_drop @ V                                                 # (B, H, T, d)
     context = merge_heads(C)                                       # (B, T, D)
@@ -70,16 +70,23 @@ def attention_forward(x, W_QKV, b_QKV, W_O, b_O, num_heads, bias=None, dropout_p
 def attention_backward(dout, cache, W_QKV, W_O):
     """Backward through attention (guide, section "Attention"). Returns (dx, dW_QKV, db_QKV, dW_O, db_O)."""
     Q, K, V, A, A_drop, scale = (cache[k] for k in ("Q", "K", "V", "attention_weights", "A_drop", "scale"))
-    H = Q.shape[1]
+    B, H, T, d = Q.shape
+    D = H * d
     dcontext, dW_O, db_O = linear_backward(dout, cache["context"], W_O)   # (B, T, D)
-    dC = split_heads(dcontext, H)                                  # (B, H, T, d)
-    dA_drop = dC @ V.transpose(0, 1, 3, 2)                         # (B, H, T, T)
-    dV = A_drop.transpose(0, 1, 3, 2) @ dC                         # (B, H, T, d)
-    dA = dropout_backward(dA_drop, cache["attention_dropout_mask"])
-    dS = softmax_backward(dA, A)                                   # the mask bias is a constant: no gradient
-    dS *= scale
-    dQ = dS @ K                                                    # (B, H, T, d)  (S = scale Q K^T)
-    dK = dS.transpose(0, 1, 3, 2) @ Q
-    dqkv = np.concatenate([merge_heads(dQ), merge_heads(dK), merge_heads(dV)], axis=-1)  # (B, T, 3D)
+    dC = np.ascontiguousarray(split_heads(dcontext, H))            # (B, H, T, d)
+    dQKV = np.empty((3, B, H, T, d), dtype=Q.dtype)                # dQ, dK, dV written in place: no concatenate
+    np.matmul(A_drop.transpose(0, 1, 3, 2), dC, out=dQKV[2])       # dV = A_drop^T dC
+    dA = dC @ V.transpose(0, 1, 3, 2)                              # (B, H, T, T)
+    if cache["attention_dropout_mask"] is not None:
+        dA *= cache["attention_dropout_mask"]
+    # softmax backward in place: dS = A * (dA - sum(dA * A)); the mask bias is a constant, it gets no gradient
+    s = (dA * A).sum(axis=-1, keepdims=True)                      # (B, H, T, 1)
+    dA -= s
+    dA *= A
+    dA *= scale                                                    # S = scale Q K^T
+    dS = dA
+    np.matmul(dS, K, out=dQKV[0])                                  # dQ = scale dS K
+    np.matmul(dS.transpose(0, 1, 3, 2), Q, out=dQKV[1])            # dK = scale dS^T Q
+    dqkv = dQKV.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * D)      # back to the (B, T, 3D) layout of qkv
     dx, dW_QKV, db_QKV = linear_backward(dqkv, cache["x"], W_QKV)
     return dx, dW_QKV, db_QKV, dW_O, db_O

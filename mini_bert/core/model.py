@@ -182,13 +182,22 @@ class MiniBERT:
         cfg, P = self.config, self.store.blocks
         input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
         rng = self.rng if rng is None else rng
-        cache: dict = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-                       "training": training, "layers": [], "hidden_states": [], "attention_weights": []}
+        cache: dict = {"input_ids": input_ids, "token_type_ids": token_type_ids}
         e = bert_embeddings_forward(input_ids, token_type_ids, P["E_token"], P["E_pos"], P["E_type"])
         if cfg.embedding_layer_norm:
             e, cache["ln_emb"] = layer_norm_forward(e, P["ln_emb_gamma"], P["ln_emb_beta"], cfg.layer_norm_eps)
         x, cache["emb_drop"] = dropout_forward(e, cfg.dropout, rng, training)
-        cache["hidden_states"].append(x)
+        return self.encode_from_embeddings(x, attention_mask, training, rng, cache)
+
+    def encode_from_embeddings(self, x, attention_mask=None, training=False, rng=None, cache=None):
+        """The encoder layers (and pre-LN's final LayerNorm) applied to embedding outputs x: (B, T, D).
+
+        Analysis tools use it to perturb the embeddings directly. Returns (last hidden state, cache)."""
+        cfg, P = self.config, self.store.blocks
+        rng = self.rng if rng is None else rng
+        cache = {} if cache is None else cache
+        cache.update({"attention_mask": attention_mask, "training": training, "layers": [], "hidden_states": [x],
+                      "attention_weights": []})
         bias = mask_bias(attention_mask, self.dtype)
         for l in range(cfg.num_layers):
             x, layer_cache = self._encoder_layer(x, l, bias, training, rng)
