@@ -1,0 +1,392 @@
+"""The pretraining loop: forward (MLM logits at masked positions only), loss, backward, clip, AdamW step;
+periodic held-out evaluation, metrics (JSONL, CSV, optional TensorBoard), atomic checkpoints, exact resume.
+
+    minibert train [--config FILE] [--resume] [key=value ...]
+    minibert selftest
+
+Data flow (two jumps from the CLI): `train_command` -> `Trainer(cfg).train()` -> `Trainer.train_step(batch, lr)`.
+
+Exact resume: everything that decides the next step is checkpointed — parameters, AdamW's m, v and t, the data
+stream's permutation, position and RNG, and each worker thread's dropout RNG — and the batch is split across
+threads in a fixed way, so a resumed run repeats the uninterrupted run's losses bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError, RunConfig, load_config
+from ..core.gradients import MiniBERTGradients
+from ..core.model import MiniBERT
+from .checkpointing import (CheckpointError, latest_checkpoint, list_step_checkpoints, load_checkpoint,
+                            prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
+from .mlm import mlm_cross_entropy
+from .optimizer import AdamW, clip_grad_norm, decay_mask
+from .scheduler import lr_at
+
+CSV_COLUMNS = ["step", "elapsed_s", "train_loss", "lr", "tokens_per_s", "grad_norm",
+               "valid_loss", "valid_masked_acc", "valid_perplexity"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient; the message names the first tensor that went non-finite."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation on fixed masked batches
+
+
+def evaluate_mlm(model: MiniBERT, batches) -> dict:
+    """Masked-token loss, accuracy and perplexity over fixed masked batches (pooled over all masked positions)."""
+    total_loss, correct, count = 0.0, 0, 0
+    for b in batches:
+        logits, _ = model.forward(b.input_ids, b.attention_mask, b.token_type_ids, training=False,
+                                  masked_positions=b.mask_positions)
+        loss, _ = mlm_cross_entropy(logits, b.target_ids, b.mask_positions)
+        n = int(b.mask_positions.sum())
+        total_loss += loss * n
+        correct += int((logits.argmax(-1) == b.target_ids[b.mask_positions]).sum())
+        count += n
+    mean = total_loss / max(count, 1)
+    return {"valid_loss": mean, "valid_masked_acc": correct / max(count, 1),
+            "valid_perplexity": float(math.exp(min(mean, 50.0))), "valid_masked_tokens": count}
+
+
+def first_nonfinite(named_arrays) -> str | None:
+    for name, a in named_arrays:
+        if not np.isfinite(a).all():
+            return name
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
+    """Corpus -> tokenizer (trained unless given) -> packed sequences -> training stream + fixed validation batches."""
+    from .data_loader import MLMBatches, encode_corpus, fixed_validation_batches, load_corpus, pack_sequences
+    from .tokenizer import WordPieceTokenizer
+
+    d, m, t = cfg.data, cfg.model, cfg.training
+    train_text = load_corpus(d.corpus, "train", d.data_dir)
+    valid_text = load_corpus(d.corpus, "valid", d.data_dir)
+    if tokenizer is None:
+        if d.tokenizer:
+            tokenizer = WordPieceTokenizer.load(d.tokenizer)
+        else:
+            t0 = time.time()
+            tokenizer = WordPieceTokenizer.train(train_text, vocab_size=m.vocab_size, lowercase=d.lowercase)
+            log(f"trained a WordPiece vocabulary of {tokenizer.vocab_size} on {len(train_text):,} lines "
+                f"in {time.time() - t0:.1f}s")
+    if tokenizer.vocab_size != m.vocab_size:
+        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is {m.vocab_size}; "
+                          f"set model.vocab_size={tokenizer.vocab_size}")
+    train_ids, train_tt = pack_sequences(encode_corpus(train_text, tokenizer), d.max_seq_len)
+    valid_ids, valid_tt = pack_sequences(encode_corpus(valid_text, tokenizer), d.max_seq_len)
+    stream = MLMBatches(train_ids, train_tt, t.batch_size, m.vocab_size, d.mask_prob, seed=t.seed)
+    valid = fixed_validation_batches(valid_ids, valid_tt, t.batch_size, m.vocab_size, d.mask_prob,
+                                     max_batches=d.valid_batches)
+    log(f"corpus {d.corpus}: {len(train_ids):,} training and {len(valid_ids):,} validation sequences of "
+        f"{d.max_seq_len} tokens ({int((train_ids > 0).sum()):,} training tokens)")
+    return tokenizer, stream, valid
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, resume: bool = False, log=print, progress: bool = True):
+        self.cfg, self.log, self.progress = cfg, log, progress
+        t = cfg.training
+        self.run_dir = Path(t.output_dir)
+        existing = latest_checkpoint(self.run_dir)
+        if resume and existing is None:
+            raise CheckpointError(f"--resume: no checkpoint in {self.run_dir}; start a new run without --resume "
+                                  f"(or point training.output_dir at the run to resume)")
+        if not resume and existing is not None:
+            raise CheckpointError(f"{self.run_dir} already holds a run ({existing.name}); nothing was overwritten. "
+                                  f"Resume it with --resume, or choose another training.output_dir")
+        self.state: dict = {"step": 0, "elapsed_s": 0.0, "best_valid_loss": None}
+        tokenizer = None
+        if resume:
+            ck = load_checkpoint(existing)
+            if ck.config.model != cfg.model:
+                raise ConfigError(f"--resume: the model config differs from the checkpoint's ({existing}); "
+                                  "resume with the same configuration")
+            self.model, tokenizer, self.state = ck.model, ck.tokenizer, ck.trainer_state
+            self.cfg = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
+                update={"output_dir": str(self.run_dir)})})
+        else:
+            self.model = MiniBERT(cfg.model, seed=t.seed)
+        self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
+        self.threads = max(1, min(t.threads, t.batch_size))
+        self.grads = [MiniBERTGradients(self.model) for _ in range(self.threads)]
+        # one dropout generator per worker thread: deterministic whatever the thread timing
+        self.rngs = [np.random.default_rng([t.seed, 1 + i]) for i in range(self.threads)]
+        self.optimizer = AdamW(self.model.store.flat, decay_mask(self.model.store), lr=t.lr,
+                               betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay)
+        self.warmup_steps = int(round(t.warmup_ratio * t.max_steps))
+        if resume:
+            if ck.optimizer_state is None:
+                raise CheckpointError(f"{existing} has no optimizer state; it cannot be resumed exactly")
+            self.optimizer.load_state_dict(ck.optimizer_state)
+            self.stream.load_state_dict(self.state["data"])
+            for r, s in zip(self.rngs, self.state["thread_rngs"]):
+                set_rng_state(r, s)
+            self.log(f"resumed {existing} at step {self.state['step']}")
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.monitor = None
+        if t.analysis_every:
+            from ..evaluation.analysis import TrainingMonitor
+            self.monitor = TrainingMonitor(every=t.analysis_every)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # One optimisation step
+
+    def _half_step(self, i, part):
+        g = self.grads[i]
+        g.zero_gradients()
+        logits, cache = self.model.forward(part.input_ids, part.attention_mask, part.token_type_ids, training=True,
+                                           masked_positions=part.mask_positions, rng=self.rngs[i])
+        loss, dlogits = mlm_cross_entropy(logits, part.target_ids, part.mask_positions)
+        g.backward_from_logits(dlogits, cache)
+        return loss, int(part.mask_positions.sum()), cache
+
+    def train_step(self, batch, lr: float) -> tuple[float, float, dict]:
+        """Forward + backward on the batch (split across threads), clip, AdamW step. Returns (loss, grad norm, cache)."""
+        parts = split_batch(batch, self.threads)
+        if self.pool is None:
+            results = [self._half_step(0, parts[0])]
+        else:
+            results = list(self.pool.map(self._half_step, range(len(parts)), parts))
+        n_total = sum(n for _, n, _ in results)
+        # the loss is a mean over all masked positions: weight each part's mean by its share
+        loss = sum(l * n for l, n, _ in results) / n_total
+        g0 = self.grads[0].flat
+        if len(results) > 1:
+            g0 *= g0.dtype.type(results[0][1] / n_total)
+            for (l, n, _), g in zip(results[1:], self.grads[1:]):
+                g0 += g.flat * g0.dtype.type(n / n_total)
+        norm = clip_grad_norm(g0, self.cfg.training.grad_clip)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            bad = first_nonfinite(self.grads[0].gradients.items())
+            raise TrainingDiverged(
+                f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {self.state['step'] + 1}"
+                + (f"; first non-finite gradient: {bad}" if bad else "")
+                + ". The last good checkpoint is untouched. Lower training.lr, raise warmup_ratio, or keep "
+                  "training.grad_clip > 0.")
+        self.optimizer.step(g0, lr)
+        return loss, norm, results[0][2]
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _trainer_state(self) -> dict:
+        return {**self.state, "data": self.stream.state_dict(), "thread_rngs": [rng_state(r) for r in self.rngs],
+                "threads": self.threads}
+
+    def save(self, name: str | None = None) -> Path:
+        path = self.run_dir / (name or f"step_{self.state['step']:07d}")
+        save_checkpoint(path, self.cfg, self.model, self.tokenizer, self.optimizer, self._trainer_state())
+        if name is None:
+            prune_checkpoints(self.run_dir, self.cfg.training.keep_last)
+        return path
+
+    def _open_logs(self):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        step = self.state["step"]
+        jsonl, csvp = self.run_dir / "metrics.jsonl", self.run_dir / "metrics.csv"
+        # a run killed after its last checkpoint logged steps that will be redone: drop them
+        for p, keep in ((jsonl, lambda line: json.loads(line)["step"] <= step),
+                        (csvp, lambda line: line.startswith("step") or int(line.split(",")[0]) <= step)):
+            if p.exists():
+                lines = [ln for ln in p.read_text().splitlines() if ln.strip() and keep(ln)]
+                p.write_text("".join(ln + "\n" for ln in lines))
+        new_csv = not csvp.exists() or csvp.stat().st_size == 0
+        self._jsonl = open(jsonl, "a", encoding="utf-8")
+        self._csv_file = open(csvp, "a", encoding="utf-8", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        if new_csv:
+            self._csv.writeheader()
+        self._tb = None
+        if self.cfg.training.tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:
+                self.log("training.tensorboard is on but tensorboardX is not installed: pip install 'mini-bert[tensorboard]'")
+
+    def _write_metrics(self, record: dict) -> None:
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        self._csv.writerow(record)
+        self._csv_file.flush()
+        if self._tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, record["step"])
+
+    def _close_logs(self):
+        self._jsonl.close()
+        self._csv_file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+    def evaluate(self) -> dict:
+        return evaluate_mlm(self.model, self.valid)
+
+    def train(self) -> dict:
+        """Run until max_steps or max_minutes; returns a summary. Ctrl-C saves a checkpoint and returns."""
+        from threadpoolctl import threadpool_limits
+        from tqdm import tqdm
+
+        t = self.cfg.training
+        self._open_logs()
+        interrupted = {"flag": False}
+        previous_handler = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):  # finish the current step, then save and stop
+            interrupted["flag"] = True
+
+        signal.signal(signal.SIGINT, on_sigint)
+        start_step = self.state["step"]
+        t_start = time.perf_counter() - self.state["elapsed_s"]
+        bar = tqdm(total=t.max_steps, initial=start_step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, file=sys.stderr)
+        window_loss, window_tokens, window_steps, window_t0 = 0.0, 0, 0, time.perf_counter()
+        stop_reason = "max_steps"
+        last_eval: dict = {}
+        # one BLAS thread per worker when the batch is split across threads; else let BLAS use the cores
+        limits = threadpool_limits(1) if self.threads > 1 else nullcontext()
+        try:
+            with limits:
+                while self.state["step"] < t.max_steps:
+                    step = self.state["step"]
+                    lr = lr_at(step, t.lr, self.warmup_steps, t.max_steps, t.schedule, t.min_lr_ratio)
+                    batch = self.stream.next_batch()
+                    loss, norm, cache = self.train_step(batch, lr)
+                    self.state["step"] = step = step + 1
+                    self.state["elapsed_s"] = elapsed = time.perf_counter() - t_start
+                    window_loss += loss
+                    window_steps += 1
+                    window_tokens += int(batch.attention_mask.sum())
+                    record = None
+                    extra = {}
+                    if self.monitor is not None:
+                        extra = self.monitor.observe(step, self.model, self.grads[0], cache, lr, loss, grad_norm=norm)
+                    if step % t.log_every == 0 or step == t.max_steps or extra:
+                        dt = time.perf_counter() - window_t0
+                        record = {"step": step, "elapsed_s": round(elapsed, 3),
+                                  "train_loss": window_loss / window_steps, "lr": lr,
+                                  "tokens_per_s": window_tokens / dt if dt > 0 else 0.0, "grad_norm": norm, **extra}
+                        bar.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{lr:.2e}",
+                                        tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+                        window_loss, window_tokens, window_steps, window_t0 = 0.0, 0, 0, time.perf_counter()
+                    if step % t.eval_every == 0 or step == t.max_steps:
+                        last_eval = self.evaluate()
+                        record = record or {"step": step, "elapsed_s": round(elapsed, 3)}
+                        record.update(last_eval)
+                        best = self.state["best_valid_loss"]
+                        if best is None or last_eval["valid_loss"] < best:
+                            self.state["best_valid_loss"] = last_eval["valid_loss"]
+                            self.save("best")
+                        (bar.write if self.progress else self.log)(f"step {step}: valid masked acc {last_eval['valid_masked_acc']:.4f}, "
+                                  f"perplexity {last_eval['valid_perplexity']:.1f} ({elapsed / 60:.1f} min)")
+                    if record is not None:
+                        self._write_metrics(record)
+                    bar.update(1)
+                    out_of_time = t.max_minutes is not None and elapsed >= t.max_minutes * 60
+                    if step % t.checkpoint_every == 0 or step == t.max_steps or out_of_time or interrupted["flag"]:
+                        self.save()
+                    if interrupted["flag"]:
+                        stop_reason = "interrupted"
+                        break
+                    if out_of_time:
+                        stop_reason = "max_minutes"
+                        break
+        finally:
+            bar.close()
+            self._close_logs()
+            signal.signal(signal.SIGINT, previous_handler)
+            if self.pool is not None:
+                self.pool.shutdown()
+        summary = {"stop_reason": stop_reason, "steps": self.state["step"] - start_step, **self.state, **last_eval}
+        summary.pop("data", None)
+        summary.pop("thread_rngs", None)
+        if self.monitor is not None:
+            summary["issues"] = [str(i) for i in self.monitor.issues()]
+        return summary
+
+
+def split_batch(batch, parts: int):
+    """Split a Batch into `parts` contiguous row blocks (fixed split: results do not depend on thread timing)."""
+    if parts == 1:
+        return [batch]
+    from .data_loader import Batch
+
+    bounds = np.linspace(0, batch.input_ids.shape[0], parts + 1).astype(int)
+    return [Batch(*(getattr(batch, f)[a:b] for f in ("input_ids", "target_ids", "mask_positions",
+                                                     "attention_mask", "token_type_ids")))
+            for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def train_command(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
+    m = trainer.model
+    trainer.log(f"model: {m.num_parameters:,} parameters ({cfg.model.num_layers} layers, hidden {cfg.model.hidden_size}, "
+                f"{cfg.model.activation}, {cfg.model.norm_position}-LN); run folder {trainer.run_dir}")
+    try:
+        summary = trainer.train()
+    except TrainingDiverged as e:
+        print(f"minibert train: stopped: {e}", file=sys.stderr)
+        return 3
+    trainer.log(json.dumps({k: v for k, v in summary.items() if k != "issues"}, indent=None))
+    for issue in summary.get("issues", []):
+        trainer.log(f"issue: {issue}")
+    if summary["stop_reason"] == "interrupted":
+        trainer.log(f"interrupted: saved {latest_checkpoint(trainer.run_dir)}; continue with --resume")
+        return 130
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("train", help="pretrain with masked-language modelling (default: PTB, base model)")
+    p.add_argument("--config", help="YAML file or name under configs/ (e.g. debugging); default: embedded defaults")
+    p.add_argument("--resume", action="store_true", help="continue the run in training.output_dir exactly")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--max-steps", type=int, help="shortcut for training.max_steps=N")
+    p.add_argument("--max-minutes", type=float, help="shortcut for training.max_minutes=M")
+    p.add_argument("--output-dir", help="shortcut for training.output_dir=DIR")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. training.lr=3e-4 model.num_layers=2")
+    p.set_defaults(func=_train_entry)
+    s = sub.add_parser("selftest", help="30-second end-to-end check: tiny model, a few steps, checkpoint round trip")
+    s.set_defaults(func=lambda args: selftest())
+
+
+def selftest() -> int:
+    from .sanity import selftest as run
+    return run()
+
+
+def _train_entry(args) -> int:
+    for flag, key in (("max_steps", "training.max_steps"), ("max_minutes", "training.max_minutes"),
+                      ("output_dir", "training.output_dir")):
+        if getattr(args, flag) is not None:
+            args.overrides.append(f"{key}={getattr(args, flag)}")
+    return train_command(args)
