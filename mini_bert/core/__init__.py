@@ -1,6 +1,13 @@
 """The model: embeddings, attention, layers, the forward pass and its hand-written backward pass."""
 
-from .gradients import MiniBERTGradients
-from .model import MiniBERT, describe_cache
+from importlib import import_module
 
-__all__ = ["MiniBERT", "MiniBERTGradients", "describe_cache"]
+# Resolved on first use, so that `python -m mini_bert.core.model` does not import the module it runs twice.
+_EXPORTS = {"MiniBERT": ".model", "describe_cache": ".model", "MiniBERTGradients": ".gradients"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'mini_bert.core' has no attribute {name!r}")

@@ -171,3 +171,9 @@ class MiniBERTGradients:
     def global_norm(self) -> float:
         """sqrt of the sum of squares of every gradient (the quantity clipping bounds)."""
         return float(np.sqrt(np.dot(self.flat, self.flat)))
+
+
+if __name__ == "__main__":
+    from ..tools.demos import gradients_demo
+
+    gradients_demo()

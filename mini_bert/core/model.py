@@ -282,3 +282,9 @@ def describe_cache(cache: dict, prefix: str = "") -> dict[str, tuple]:
 
 
 SPECIAL_IDS = {"pad": PAD_ID, "cls": CLS_ID, "sep": SEP_ID, "mask": MASK_ID}
+
+
+if __name__ == "__main__":
+    from ..tools.demos import model_demo
+
+    model_demo()
