@@ -103,6 +103,58 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Loss and gradients of a batch, split across threads
+
+
+class GradientWorker:
+    """MLM loss and gradients of a batch, the batch split into `threads` fixed row blocks computed in parallel.
+
+    NumPy releases the GIL inside BLAS calls and elementwise loops, so two threads each running single-threaded
+    BLAS on half the batch keep both cores busy through the elementwise work too (softmax, LayerNorm, GELU, ...),
+    which multithreaded BLAS alone does not parallelise. Each thread has its own gradient buffer and dropout
+    generator, and the blocks are combined in a fixed order: the result does not depend on thread timing.
+    """
+
+    def __init__(self, model: MiniBERT, threads: int, seed: int):
+        self.model = model
+        self.threads = max(1, threads)
+        self.thread_grads = [MiniBERTGradients(model) for _ in range(self.threads)]
+        self.grads = self.thread_grads[0]          # holds the combined gradient after loss_and_gradients
+        self.rngs = [np.random.default_rng([seed, 1 + i]) for i in range(self.threads)]
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def _part(self, i, part):
+        g = self.thread_grads[i]
+        g.zero_gradients()
+        logits, cache = self.model.forward(part.input_ids, part.attention_mask, part.token_type_ids, training=True,
+                                           masked_positions=part.mask_positions, rng=self.rngs[i])
+        loss, dlogits = mlm_cross_entropy(logits, part.target_ids, part.mask_positions)
+        g.backward_from_logits(dlogits, cache)
+        return loss, int(part.mask_positions.sum()), cache
+
+    def loss_and_gradients(self, batch) -> tuple[float, dict]:
+        """Mean masked-token loss of the batch; its gradient is left in `self.grads`. Returns (loss, first cache)."""
+        parts = split_batch(batch, self.threads)
+        if self.pool is None or len(parts) == 1:
+            results = [self._part(0, parts[0])]
+        else:
+            results = list(self.pool.map(self._part, range(len(parts)), parts))
+        n_total = sum(n for _, n, _ in results)
+        # the loss is a mean over all masked positions: weight each block's mean by its share
+        loss = sum(l * n for l, n, _ in results) / n_total
+        g0 = self.grads.flat
+        if len(results) > 1:
+            g0 *= g0.dtype.type(results[0][1] / n_total)
+            for (_, n, _), g in zip(results[1:], self.thread_grads[1:]):
+                g0 += g.flat * g0.dtype.type(n / n_total)
+        return loss, results[0][2]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The trainer
 
 
@@ -131,10 +183,8 @@ class Trainer:
         else:
             self.model = MiniBERT(cfg.model, seed=t.seed)
         self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
-        self.threads = max(1, min(t.threads, t.batch_size))
-        self.grads = [MiniBERTGradients(self.model) for _ in range(self.threads)]
-        # one dropout generator per worker thread: deterministic whatever the thread timing
-        self.rngs = [np.random.default_rng([t.seed, 1 + i]) for i in range(self.threads)]
+        self.worker = GradientWorker(self.model, t.threads, t.seed)
+        self.threads = self.worker.threads
         self.optimizer = AdamW(self.model.store.flat, decay_mask(self.model.store), lr=t.lr,
                                betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay)
         self.warmup_steps = int(round(t.warmup_ratio * t.max_steps))
@@ -143,57 +193,33 @@ class Trainer:
                 raise CheckpointError(f"{existing} has no optimizer state; it cannot be resumed exactly")
             self.optimizer.load_state_dict(ck.optimizer_state)
             self.stream.load_state_dict(self.state["data"])
-            for r, s in zip(self.rngs, self.state["thread_rngs"]):
+            for r, s in zip(self.worker.rngs, self.state["thread_rngs"]):
                 set_rng_state(r, s)
             self.log(f"resumed {existing} at step {self.state['step']}")
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.monitor = None
         if t.analysis_every:
             from ..evaluation.analysis import TrainingMonitor
             self.monitor = TrainingMonitor(every=t.analysis_every)
 
-    # ------------------------------------------------------------------------------------------------------------
-    # One optimisation step
-
-    def _half_step(self, i, part):
-        g = self.grads[i]
-        g.zero_gradients()
-        logits, cache = self.model.forward(part.input_ids, part.attention_mask, part.token_type_ids, training=True,
-                                           masked_positions=part.mask_positions, rng=self.rngs[i])
-        loss, dlogits = mlm_cross_entropy(logits, part.target_ids, part.mask_positions)
-        g.backward_from_logits(dlogits, cache)
-        return loss, int(part.mask_positions.sum()), cache
-
     def train_step(self, batch, lr: float) -> tuple[float, float, dict]:
-        """Forward + backward on the batch (split across threads), clip, AdamW step. Returns (loss, grad norm, cache)."""
-        parts = split_batch(batch, self.threads)
-        if self.pool is None:
-            results = [self._half_step(0, parts[0])]
-        else:
-            results = list(self.pool.map(self._half_step, range(len(parts)), parts))
-        n_total = sum(n for _, n, _ in results)
-        # the loss is a mean over all masked positions: weight each part's mean by its share
-        loss = sum(l * n for l, n, _ in results) / n_total
-        g0 = self.grads[0].flat
-        if len(results) > 1:
-            g0 *= g0.dtype.type(results[0][1] / n_total)
-            for (l, n, _), g in zip(results[1:], self.grads[1:]):
-                g0 += g.flat * g0.dtype.type(n / n_total)
-        norm = clip_grad_norm(g0, self.cfg.training.grad_clip)
+        """Loss and gradients (split across threads), clip, AdamW step. Returns (loss, grad norm before clipping, cache)."""
+        loss, cache = self.worker.loss_and_gradients(batch)
+        g = self.worker.grads
+        norm = clip_grad_norm(g.flat, self.cfg.training.grad_clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):
-            bad = first_nonfinite(self.grads[0].gradients.items())
+            bad = first_nonfinite(g.gradients.items())
             raise TrainingDiverged(
                 f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {self.state['step'] + 1}"
                 + (f"; first non-finite gradient: {bad}" if bad else "")
                 + ". The last good checkpoint is untouched. Lower training.lr, raise warmup_ratio, or keep "
                   "training.grad_clip > 0.")
-        self.optimizer.step(g0, lr)
-        return loss, norm, results[0][2]
+        self.optimizer.step(g.flat, lr)
+        return loss, norm, cache
 
     # ------------------------------------------------------------------------------------------------------------
 
     def _trainer_state(self) -> dict:
-        return {**self.state, "data": self.stream.state_dict(), "thread_rngs": [rng_state(r) for r in self.rngs],
+        return {**self.state, "data": self.stream.state_dict(), "thread_rngs": [rng_state(r) for r in self.worker.rngs],
                 "threads": self.threads}
 
     def save(self, name: str | None = None) -> Path:
@@ -284,7 +310,7 @@ class Trainer:
                     record = None
                     extra = {}
                     if self.monitor is not None:
-                        extra = self.monitor.observe(step, self.model, self.grads[0], cache, lr, loss, grad_norm=norm)
+                        extra = self.monitor.observe(step, self.model, self.worker.grads, cache, lr, loss, grad_norm=norm)
                     if step % t.log_every == 0 or step == t.max_steps or extra:
                         dt = time.perf_counter() - window_t0
                         record = {"step": step, "elapsed_s": round(elapsed, 3),
@@ -319,8 +345,7 @@ class Trainer:
             bar.close()
             self._close_logs()
             signal.signal(signal.SIGINT, previous_handler)
-            if self.pool is not None:
-                self.pool.shutdown()
+            self.worker.close()
         summary = {"stop_reason": stop_reason, "steps": self.state["step"] - start_step, **self.state, **last_eval}
         summary.pop("data", None)
         summary.pop("thread_rngs", None)

@@ -1,0 +1,119 @@
+"""Time one full training step (forward, backward, clip, AdamW) of the NumPy model and of its PyTorch twin.
+
+    python benchmarks/train_step.py [--batch 32] [--seq 128] [--repeats 10] [--threads 2] [key=value model overrides]
+
+Batch 32 x 128 of the default model with dropout on, 15% masking, logits at masked positions only (both sides).
+The two are run alternately in one invocation, so that machine load affects both alike; it prints the median
+step time, tokens/s and the ratio NumPy / PyTorch. PyTorch (optional extra `reference`) is skipped if absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def numpy_step_fn(cfg, batch, threads: int):
+    from threadpoolctl import threadpool_limits
+
+    from mini_bert.core.model import MiniBERT
+    from mini_bert.training.optimizer import AdamW, clip_grad_norm, decay_mask
+    from mini_bert.training.trainer import GradientWorker
+
+    model = MiniBERT(cfg, seed=0)
+    worker = GradientWorker(model, threads, seed=0)
+    opt = AdamW(model.store.flat, decay_mask(model.store), lr=1e-4)
+    limits = threadpool_limits(1 if threads > 1 else os.cpu_count())
+
+    def step():
+        worker.loss_and_gradients(batch)
+        clip_grad_norm(worker.grads.flat, 1.0)
+        opt.step(worker.grads.flat, 1e-4)
+
+    return step, limits
+
+
+def torch_step_fn(cfg, batch):
+    import torch
+
+    from mini_bert.core.model import MiniBERT
+    from mini_bert.reference.torch_bert import TorchMiniBERT
+
+    torch.set_num_threads(os.cpu_count())
+    model = TorchMiniBERT.from_numpy(MiniBERT(cfg, seed=0))
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-4, eps=1e-6)
+    ids = torch.from_numpy(batch.input_ids.astype(np.int64))
+    am = torch.from_numpy(batch.attention_mask.astype(np.int64))
+    tt = torch.from_numpy(batch.token_type_ids.astype(np.int64))
+    pos = torch.from_numpy(batch.mask_positions)
+    targets = torch.from_numpy(batch.target_ids.astype(np.int64))[pos]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(ids, am, tt, masked_positions=pos)
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    from mini_bert.config import ModelConfig, parse_overrides
+    from mini_bert.training.data_loader import Batch
+    from mini_bert.training.mlm import mask_tokens
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2, help="NumPy: batch split across this many threads")
+    ap.add_argument("--mask-prob", type=float, default=0.15)
+    ap.add_argument("overrides", nargs="*", help="model settings, e.g. activation=gelu norm_position=pre")
+    args = ap.parse_args()
+    cfg = ModelConfig(**parse_overrides([o if o.startswith("model.") else "model." + o
+                                         for o in args.overrides]).get("model", {}))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, cfg.vocab_size, (args.batch, args.seq)).astype(np.int32)
+    ids[:, 0], ids[:, -1] = 2, 3
+    inp, tgt, pos = mask_tokens(ids, cfg.vocab_size, 4, args.mask_prob, rng)
+    batch = Batch(inp, tgt, pos, np.ones_like(ids), np.zeros_like(ids))
+    tokens = ids.size
+
+    np_step, limits = numpy_step_fn(cfg, batch, args.threads)
+    runners = {"numpy": np_step}
+    try:
+        runners["torch"] = torch_step_fn(cfg, batch)
+    except ImportError:
+        print("PyTorch not installed: timing NumPy only (pip install 'mini-bert[reference]')")
+    times = {k: [] for k in runners}
+    with limits:
+        for name, fn in runners.items():   # warm-up
+            fn()
+        for _ in range(args.repeats):
+            for name, fn in runners.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    print(f"one training step, batch {args.batch} x {args.seq}, {cfg.num_layers} layers, hidden {cfg.hidden_size}, "
+          f"{cfg.activation}, {cfg.norm_position}-LN, dropout {cfg.dropout}, {int(pos.sum())} masked tokens, "
+          f"{os.cpu_count()} cores, {args.repeats} repeats")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"  {name:<6} median {med * 1000:8.1f} ms   min {min(ts) * 1000:8.1f} ms   {tokens / med:9.0f} tokens/s")
+    if "torch" in times:
+        ratio = statistics.median(times["numpy"]) / statistics.median(times["torch"])
+        print(f"  NumPy / PyTorch step time: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
