@@ -323,6 +323,7 @@ class Trainer:
                         last_eval = self.evaluate()
                         record = record or {"step": step, "elapsed_s": round(elapsed, 3)}
                         record.update(last_eval)
+                        window_t0 = time.perf_counter()   # tokens/s measures training, not evaluation
                         best = self.state["best_valid_loss"]
                         if best is None or last_eval["valid_loss"] < best:
                             self.state["best_valid_loss"] = last_eval["valid_loss"]
