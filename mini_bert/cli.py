@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "mini_bert.evaluation.evaluate",       # evaluate
     "mini_bert.evaluation.probing",        # probe-pos
     "mini_bert.evaluation.downstream",     # finetune-sst2
+    "mini_bert.evaluation.knowledge",      # knowledge
     "mini_bert.tools.analyze",             # analyze
 ]
 
