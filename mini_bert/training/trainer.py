@@ -73,6 +73,34 @@ def first_nonfinite(named_arrays) -> str | None:
 # Data
 
 
+def corpus_tokenizer(train_text: list[str], vocab_size: int, lowercase: bool, log=print):
+    """The WordPiece vocabulary of a corpus, trained once and then reused from the cache folder.
+
+    Hugging Face's trainer breaks ties between equally frequent pairs in hash-map order, which differs from process
+    to process (huggingface/tokenizers#1794): two trainings on the same text can learn slightly different pieces.
+    Reusing the first one makes every later run on this machine use the same vocabulary, so runs stay comparable.
+    """
+    import hashlib
+
+    from ..utils.io_utils import cache_dir
+    from .tokenizer import WordPieceTokenizer
+
+    digest = hashlib.sha256()
+    for line in train_text:
+        digest.update(line.encode("utf-8") + b"\n")
+    key = f"{digest.hexdigest()[:16]}-v{vocab_size}-{'lower' if lowercase else 'cased'}"
+    folder = cache_dir() / "tokenizers" / key
+    if (folder / "vocab.txt").exists():
+        log(f"reusing the WordPiece vocabulary trained earlier on this corpus ({folder})")
+        return WordPieceTokenizer.load(folder)
+    t0 = time.time()
+    tokenizer = WordPieceTokenizer.train(train_text, vocab_size=vocab_size, lowercase=lowercase)
+    log(f"trained a WordPiece vocabulary of {tokenizer.vocab_size} on {len(train_text):,} lines in "
+        f"{time.time() - t0:.1f}s; cached in {folder}")
+    tokenizer.save(folder)
+    return tokenizer
+
+
 def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
     """Corpus -> tokenizer (trained unless given) -> packed sequences -> training stream + fixed validation batches."""
     from .data_loader import MLMBatches, encode_corpus, fixed_validation_batches, load_corpus, pack_sequences
@@ -82,13 +110,8 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
     train_text = load_corpus(d.corpus, "train", d.data_dir)
     valid_text = load_corpus(d.corpus, "valid", d.data_dir)
     if tokenizer is None:
-        if d.tokenizer:
-            tokenizer = WordPieceTokenizer.load(d.tokenizer)
-        else:
-            t0 = time.time()
-            tokenizer = WordPieceTokenizer.train(train_text, vocab_size=m.vocab_size, lowercase=d.lowercase)
-            log(f"trained a WordPiece vocabulary of {tokenizer.vocab_size} on {len(train_text):,} lines "
-                f"in {time.time() - t0:.1f}s")
+        tokenizer = WordPieceTokenizer.load(d.tokenizer) if d.tokenizer else corpus_tokenizer(
+            train_text, m.vocab_size, d.lowercase, log)
     if tokenizer.vocab_size != m.vocab_size:
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is {m.vocab_size}; "
                           f"set model.vocab_size={tokenizer.vocab_size}")
