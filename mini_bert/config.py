@@ -220,6 +220,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         data = _deep_merge(data, parse_overrides(overrides))
         source += " + overrides"
+    # a partial section (`model.dropout=0`) changes those keys of the default section, not the whole section
+    data = _deep_merge(RunConfig().model_dump(), data)
     try:
         return RunConfig(**data)
     except ValidationError as e:
