@@ -2,7 +2,8 @@
 
 It reads like the forward pass in reverse. Gradients accumulate with `+=` into one flat buffer with the same
 layout as the parameters (`self.gradients["W_Q_0"]` is a view), so the tied token embedding simply receives both
-its input-side and its decoder-side contribution.
+its input-side and its decoder-side contribution. Each override of the forward has its backward here:
+`_attention_backward` for `model._attention_forward`, `_embedding_lookup_backward` for `model._embedding_lookup`.
 
 Shapes: B batch, T tokens, D hidden, V vocab, N masked positions, C labels. dX means dLoss/dX.
 """
@@ -113,8 +114,7 @@ class MiniBERTGradients:
 
     def backward_from_hidden(self, dh, cache) -> None:
         """Backward through the encoder from dLoss/d(last hidden state) (B, T, D): layers in reverse, then embeddings."""
-        model, G, P = self.model, self.store.blocks, self.model.store.blocks
-        cfg = model.config
+        G, cfg = self.store.blocks, self.model.config
         if cfg.norm_position == "pre":
             dh, dg, db = layer_norm_backward(dh, cache["ln_f"])
             G["ln_f_gamma"] += dg
@@ -126,7 +126,7 @@ class MiniBERTGradients:
             de, dg, db = layer_norm_backward(de, cache["ln_emb"])
             G["ln_emb_gamma"] += dg
             G["ln_emb_beta"] += db
-        bert_embeddings_backward(de, cache["input_ids"], cache["token_type_ids"], G["E_token"], G["E_pos"], G["E_type"])
+        self._embedding_lookup_backward(de, cache)
 
     def _encoder_layer_backward(self, dx2, c, l):
         """The encoder layer in reverse (guide, section "Encoder layer"). Returns dLoss/d(layer input)."""
@@ -149,8 +149,7 @@ class MiniBERTGradients:
             ds1, dg, db = layer_norm_backward(dx1, c["ln1"])
             acc("ln1_gamma", dg), acc("ln1_beta", db)
             da = dropout_backward(ds1, c["attn_drop"])
-            dx, dWqkv, dbqkv, dWo, dbo = attention_backward(da, c["attn"], W("W_QKV"), W("W_O"))
-            acc("W_QKV", dWqkv), acc("b_QKV", dbqkv), acc("W_O", dWo), acc("b_O", dbo)
+            dx = self._attention_backward(da, c["attn"], l)
             dx += ds1
             return dx
         # pre-LN: x2 = x1 + drop(FFN(LN2(x1))), x1 = x + drop(Attn(LN1(x)))
@@ -161,11 +160,26 @@ class MiniBERTGradients:
         acc("ln2_gamma", dg), acc("ln2_beta", db)
         dx1 += dx2
         da = dropout_backward(dx1, c["attn_drop"])
-        dn1, dWqkv, dbqkv, dWo, dbo = attention_backward(da, c["attn"], W("W_QKV"), W("W_O"))
-        acc("W_QKV", dWqkv), acc("b_QKV", dbqkv), acc("W_O", dWo), acc("b_O", dbo)
+        dn1 = self._attention_backward(da, c["attn"], l)
         dx, dg, db = layer_norm_backward(dn1, c["ln1"])
         acc("ln1_gamma", dg), acc("ln1_beta", db)
         dx += dx1
+        return dx
+
+    def _embedding_lookup_backward(self, de, cache) -> None:
+        """Backward of `model._embedding_lookup`: scatter-add de (B, T, D) into dE_token, dE_pos and dE_type."""
+        G = self.store.blocks
+        bert_embeddings_backward(de, cache["input_ids"], cache["token_type_ids"], G["E_token"], G["E_pos"], G["E_type"])
+
+    def _attention_backward(self, da, attn_cache, l):
+        """Backward of `model._attention_forward` for layer l: accumulates dW_QKV, db_QKV, dW_O, db_O and returns
+        dLoss/d(attention input) (B, T, D). AdvancedMiniBERTGradients overrides it with the variant attention."""
+        G, P = self.store.blocks, self.model.store.blocks
+        dx, dWqkv, dbqkv, dWo, dbo = attention_backward(da, attn_cache, P[f"W_QKV_{l}"], P[f"W_O_{l}"])
+        G[f"W_QKV_{l}"] += dWqkv
+        G[f"b_QKV_{l}"] += dbqkv
+        G[f"W_O_{l}"] += dWo
+        G[f"b_O_{l}"] += dbo
         return dx
 
     def global_norm(self) -> float:

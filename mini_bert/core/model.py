@@ -8,8 +8,10 @@ Shapes: B batch, T tokens, D hidden, H heads, d = D/H, F intermediate, V vocab, 
     MLM head:       logits = LN_mlm(act(h W_mlm + b_mlm)) E_token^T + b_decoder      (B, T, V) or (N, V)
     pooler:         p = tanh(h[:, 0] W_pool + b_pool);  class logits = drop(p) W_cls + b_cls  (B, C)
 
-`forward` returns `(logits, cache)`. The cache holds every intermediate under stable names: the backward pass
-reads it, and so do the probes, the visualisations and the analysis tools (see `describe_cache`).
+`forward` = `encode` (`embed`, then `encode_from_embeddings`: the layers) followed by `mlm_head`; it returns
+`(logits, cache)`. The cache holds every intermediate under stable names: the backward pass reads it, and so do the
+probes, the visualisations and the analysis tools (see `describe_cache`). A subclass changes the attention by
+overriding `_attention_forward` and the embedding sum by overriding `_embedding_lookup` (variants.py does both).
 """
 
 from __future__ import annotations
@@ -140,26 +142,51 @@ class MiniBERT:
     # Forward
 
     def _layer_params(self, l: int):
+        """Layer l's tensors outside its attention (which `_attention_forward` reads), without the `_{l}` suffix."""
         b = self.store.blocks
-        return {k: b[f"{k}_{l}"] for k in (
-            "W_QKV", "b_QKV", "W_O", "b_O", "ln1_gamma", "ln1_beta", "W1", "b1", "W2", "b2", "ln2_gamma", "ln2_beta")}
+        return {k: b[f"{k}_{l}"] for k in ("ln1_gamma", "ln1_beta", "W1", "b1", "W2", "b2", "ln2_gamma", "ln2_beta")}
+
+    def embed(self, input_ids, token_type_ids, training=False, rng=None):
+        """The embedding step: x = dropout(LN(E_token[ids] + E_pos[t] + E_type[tt])).
+
+        input_ids, token_type_ids: (B, T) ints, already checked (`encode` checks them with `_check_inputs`).
+        Returns (x (B, T, D), cache): the start of the forward cache (input_ids, token_type_ids, ln_emb, emb_drop)."""
+        cfg, P = self.config, self.store.blocks
+        rng = self.rng if rng is None else rng
+        cache: dict = {"input_ids": input_ids, "token_type_ids": token_type_ids}
+        e = self._embedding_lookup(input_ids, token_type_ids)                   # (B, T, D)
+        if cfg.embedding_layer_norm:
+            e, cache["ln_emb"] = layer_norm_forward(e, P["ln_emb_gamma"], P["ln_emb_beta"], cfg.layer_norm_eps)
+        x, cache["emb_drop"] = dropout_forward(e, cfg.dropout, rng, training)
+        return x, cache
+
+    def _embedding_lookup(self, input_ids, token_type_ids):
+        """E_token[ids] + E_pos[t] + E_type[tt]: (B, T, D). AdvancedMiniBERT overrides it to leave out E_pos
+        (MiniBERTGradients._embedding_lookup_backward is its backward)."""
+        P = self.store.blocks
+        return bert_embeddings_forward(input_ids, token_type_ids, P["E_token"], P["E_pos"], P["E_type"])
 
     def _multi_head_attention(self, x, layer: int, attention_mask=None, training: bool = False, rng=None):
         """Self-attention of one layer on x: (B, T, D). Returns (out, cache) with Q, K, V, attention_weights, context."""
-        p = self._layer_params(layer)
-        bias = mask_bias(attention_mask, x.dtype) if attention_mask is not None else None
-        return attention_forward(
-            x, p["W_QKV"], p["b_QKV"], p["W_O"], p["b_O"], self.config.num_heads, bias,
-            self.config.attention_dropout, rng if rng is not None else self.rng, training)
+        bias = mask_bias(attention_mask, x.dtype)
+        return self._attention_forward(x, layer, bias, training, self.rng if rng is None else rng)
+
+    def _attention_forward(self, x, l, bias, training, rng):
+        """Layer l's self-attention on x: (B, T, D), with the padding bias (B, 1, 1, T) or None -> (out, cache).
+
+        The only place an encoder layer calls attention: AdvancedMiniBERT overrides it with the variant attention
+        (and MiniBERTGradients._attention_backward is its backward)."""
+        cfg, P = self.config, self.store.blocks
+        return attention_forward(x, P[f"W_QKV_{l}"], P[f"b_QKV_{l}"], P[f"W_O_{l}"], P[f"b_O_{l}"], cfg.num_heads,
+                                 bias, cfg.attention_dropout, rng, training)
 
     def _encoder_layer(self, x, l, bias, training, rng):
         """One encoder layer, post- or pre-LN. x: (B, T, D) -> (B, T, D), cache."""
         cfg, p = self.config, self._layer_params(l)
-        eps, H = cfg.layer_norm_eps, cfg.num_heads
+        eps = cfg.layer_norm_eps
         c: dict = {}
         if cfg.norm_position == "post":
-            a, c["attn"] = attention_forward(x, p["W_QKV"], p["b_QKV"], p["W_O"], p["b_O"], H, bias,
-                                             cfg.attention_dropout, rng, training)
+            a, c["attn"] = self._attention_forward(x, l, bias, training, rng)
             a, c["attn_drop"] = dropout_forward(a, cfg.dropout, rng, training)
             x1, c["ln1"] = layer_norm_forward(x + a, p["ln1_gamma"], p["ln1_beta"], eps)
             f, c["ffn"] = ffn_forward(x1, p["W1"], p["b1"], p["W2"], p["b2"], cfg.activation)
@@ -167,8 +194,7 @@ class MiniBERT:
             x2, c["ln2"] = layer_norm_forward(x1 + f, p["ln2_gamma"], p["ln2_beta"], eps)
         else:
             n1, c["ln1"] = layer_norm_forward(x, p["ln1_gamma"], p["ln1_beta"], eps)
-            a, c["attn"] = attention_forward(n1, p["W_QKV"], p["b_QKV"], p["W_O"], p["b_O"], H, bias,
-                                             cfg.attention_dropout, rng, training)
+            a, c["attn"] = self._attention_forward(n1, l, bias, training, rng)
             a, c["attn_drop"] = dropout_forward(a, cfg.dropout, rng, training)
             x1 = x + a
             n2, c["ln2"] = layer_norm_forward(x1, p["ln2_gamma"], p["ln2_beta"], eps)
@@ -178,15 +204,10 @@ class MiniBERT:
         return x2, c
 
     def encode(self, input_ids, attention_mask=None, token_type_ids=None, training=False, rng=None):
-        """The encoder alone. Returns (last hidden state (B, T, D), cache)."""
-        cfg, P = self.config, self.store.blocks
+        """The encoder alone: `embed`, then `encode_from_embeddings`. Returns (last hidden state (B, T, D), cache)."""
         input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
         rng = self.rng if rng is None else rng
-        cache: dict = {"input_ids": input_ids, "token_type_ids": token_type_ids}
-        e = bert_embeddings_forward(input_ids, token_type_ids, P["E_token"], P["E_pos"], P["E_type"])
-        if cfg.embedding_layer_norm:
-            e, cache["ln_emb"] = layer_norm_forward(e, P["ln_emb_gamma"], P["ln_emb_beta"], cfg.layer_norm_eps)
-        x, cache["emb_drop"] = dropout_forward(e, cfg.dropout, rng, training)
+        x, cache = self.embed(input_ids, token_type_ids, training, rng)
         return self.encode_from_embeddings(x, attention_mask, training, rng, cache)
 
     def encode_from_embeddings(self, x, attention_mask=None, training=False, rng=None, cache=None):
@@ -210,12 +231,14 @@ class MiniBERT:
             cache["hidden_states"][-1] = x
         return x, cache
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, training=False,
-                masked_positions=None, rng=None):
-        """MLM logits. Returns (logits, cache): logits (B, T, V), or (N, V) at the N positions where the boolean
-        `masked_positions` (B, T) is True (row-major order) — the cheap path that training uses."""
+    def mlm_head(self, h, cache, masked_positions=None):
+        """The MLM head on the encoder output h: (B, T, D): logits = LN_mlm(act(h W_mlm + b_mlm)) W_dec + b_decoder,
+        with W_dec = E_token^T when the embeddings are tied.
+
+        With the boolean `masked_positions` (B, T), only the N rows where it is True (row-major order) go through
+        the head: logits (N, V), the cheap path that training uses; without it, logits (B, T, V). Adds
+        cache["mlm_head"] (and cache["masked_index"], the gathered rows) to `cache`, the dict `encode` returned."""
         cfg, P = self.config, self.store.blocks
-        h, cache = self.encode(input_ids, attention_mask, token_type_ids, training, rng)
         if masked_positions is not None:
             masked_positions = np.asarray(masked_positions, dtype=bool)
             if masked_positions.shape != h.shape[:2]:
@@ -231,7 +254,15 @@ class MiniBERT:
         W_dec = P["E_token"].T if cfg.tie_word_embeddings else P["W_decoder"]   # (D, V)
         logits = linear_forward(t, W_dec, P["b_decoder"])           # (B, T, V) or (N, V)
         cache["mlm_head"] = head
-        return logits, cache
+        return logits
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, training=False,
+                masked_positions=None, rng=None):
+        """MLM logits: `encode`, then `mlm_head`. Returns (logits, cache): logits (B, T, V), or (N, V) at the N
+        positions where the boolean `masked_positions` (B, T) is True (row-major order) — the cheap path that
+        training uses."""
+        h, cache = self.encode(input_ids, attention_mask, token_type_ids, training, rng)
+        return self.mlm_head(h, cache, masked_positions), cache
 
     __call__ = forward
 

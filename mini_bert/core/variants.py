@@ -3,6 +3,9 @@
 Each op is a forward/backward pair derived in docs/VARIANTS.md; `AdvancedMiniBERT` is a MiniBERT whose encoder
 layers use `attention_variant_forward`, with the variants' parameters in a second ParameterStore (`model.extra`) so
 that the base buffer keeps MiniBERT's layout (checkpoints, optimizer state and tools that read it still fit).
+It overrides only MiniBERT's two hooks, `_attention_forward` and `_embedding_lookup` (to leave out E_pos), and
+AdvancedMiniBERTGradients their backward passes, `_attention_backward` and `_embedding_lookup_backward`: every
+other step, the layers' LayerNorms, FFN, dropout and residuals included, is MiniBERT's code.
 
 Shapes: B batch, T tokens, D hidden, H heads, d = D / H head size, nb relative-position buckets.
 
@@ -27,8 +30,8 @@ from ..config import ModelConfig
 from .attention import merge_heads, split_heads
 from .embeddings import embedding_backward, embedding_forward
 from .gradients import MiniBERTGradients
-from .layers import ffn_backward, ffn_forward, layer_norm_backward, layer_norm_forward, linear_backward, linear_forward
-from .math_ops import dropout_backward, dropout_forward, softmax_forward
+from .layers import linear_backward, linear_forward
+from .math_ops import dropout_forward, softmax_forward
 from .model import MiniBERT
 from .parameters import ParameterStore, ParamSpec
 
@@ -375,25 +378,14 @@ class AdvancedMiniBERT(MiniBERT):
     # ----------------------------------------------------------------------------------------------------------
     # Forward
 
-    def embed(self, input_ids, token_type_ids, training, rng):
-        """e = LN(E_token[ids] (+ E_pos[t]) + E_type[tt]), then dropout: (B, T, D), cache. Inputs already checked."""
-        cfg, P = self.config, self.store.blocks
-        cache: dict = {"input_ids": input_ids, "token_type_ids": token_type_ids}
-        e = embedding_forward(input_ids, P["E_token"])                   # (B, T, D)
+    def _embedding_lookup(self, input_ids, token_type_ids):
+        """E_token[ids] (+ E_pos[t] when absolute_positions) + E_type[tt]: (B, T, D)."""
         if self.absolute_positions:
-            e += P["E_pos"][:input_ids.shape[1]]
+            return super()._embedding_lookup(input_ids, token_type_ids)
+        P = self.store.blocks
+        e = embedding_forward(input_ids, P["E_token"])                   # (B, T, D)
         e += embedding_forward(token_type_ids, P["E_type"])
-        if cfg.embedding_layer_norm:
-            e, cache["ln_emb"] = layer_norm_forward(e, P["ln_emb_gamma"], P["ln_emb_beta"], cfg.layer_norm_eps)
-        x, cache["emb_drop"] = dropout_forward(e, cfg.dropout, rng, training)
-        return x, cache
-
-    def encode(self, input_ids, attention_mask=None, token_type_ids=None, training=False, rng=None):
-        """The encoder alone. Returns (last hidden state (B, T, D), cache)."""
-        input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
-        rng = self.rng if rng is None else rng
-        x, cache = self.embed(input_ids, token_type_ids, training, rng)
-        return self.encode_from_embeddings(x, attention_mask, training, rng, cache)
+        return e
 
     def attention_params(self, l: int) -> dict[str, np.ndarray]:
         """The tensors layer l's attention reads, base and extra, under attention_variant_forward's names."""
@@ -404,33 +396,11 @@ class AdvancedMiniBERT(MiniBERT):
                 p[k] = e[f"{k}_{l}"]
         return p
 
-    def _attention(self, x, l, bias, training, rng):
+    def _attention_forward(self, x, l, bias, training, rng):
+        """Layer l's attention with the variants on (`attention_variant_forward`): (out (B, T, D), cache)."""
         cfg = self.config
         return attention_variant_forward(x, self.attention_params(l), cfg.num_heads, bias, self.variants,
                                          cfg.attention_dropout, rng, training, self.max_distance, self.rope_base)
-
-    def _encoder_layer(self, x, l, bias, training, rng):
-        """MiniBERT._encoder_layer with the variant attention. x: (B, T, D) -> (B, T, D), cache."""
-        cfg, p = self.config, self._layer_params(l)
-        eps = cfg.layer_norm_eps
-        c: dict = {}
-        if cfg.norm_position == "post":
-            a, c["attn"] = self._attention(x, l, bias, training, rng)
-            a, c["attn_drop"] = dropout_forward(a, cfg.dropout, rng, training)
-            x1, c["ln1"] = layer_norm_forward(x + a, p["ln1_gamma"], p["ln1_beta"], eps)
-            f, c["ffn"] = ffn_forward(x1, p["W1"], p["b1"], p["W2"], p["b2"], cfg.activation)
-            f, c["ffn_drop"] = dropout_forward(f, cfg.dropout, rng, training)
-            x2, c["ln2"] = layer_norm_forward(x1 + f, p["ln2_gamma"], p["ln2_beta"], eps)
-        else:
-            n1, c["ln1"] = layer_norm_forward(x, p["ln1_gamma"], p["ln1_beta"], eps)
-            a, c["attn"] = self._attention(n1, l, bias, training, rng)
-            a, c["attn_drop"] = dropout_forward(a, cfg.dropout, rng, training)
-            x1 = x + a
-            n2, c["ln2"] = layer_norm_forward(x1, p["ln2_gamma"], p["ln2_beta"], eps)
-            f, c["ffn"] = ffn_forward(n2, p["W1"], p["b1"], p["W2"], p["b2"], cfg.activation)
-            f, c["ffn_drop"] = dropout_forward(f, cfg.dropout, rng, training)
-            x2 = x1 + f
-        return x2, c
 
 
 class AdvancedMiniBERTGradients(MiniBERTGradients):
@@ -458,70 +428,28 @@ class AdvancedMiniBERTGradients(MiniBERTGradients):
         return float(np.sqrt(np.dot(self.flat, self.flat) + np.dot(self.extra_flat, self.extra_flat)))
 
     def backward_from_hidden(self, dh, cache) -> None:
-        """As MiniBERTGradients.backward_from_hidden; E_pos gets no gradient when absolute positions are off."""
-        model, G = self.model, self.store.blocks
-        if self.extra_store.specs != model.extra.specs:
+        """As MiniBERTGradients.backward_from_hidden, after checking that the variants did not change."""
+        if self.extra_store.specs != self.model.extra.specs:
             raise ValueError("the model's variants changed after these gradients were created: "
                              "create AdvancedMiniBERTGradients(model) again after enabling variants")
-        cfg = model.config
-        if cfg.norm_position == "pre":
-            dh, dg, db = layer_norm_backward(dh, cache["ln_f"])
-            G["ln_f_gamma"] += dg
-            G["ln_f_beta"] += db
-        for l in reversed(range(cfg.num_layers)):
-            dh = self._encoder_layer_backward(dh, cache["layers"][l], l)
-        de = dropout_backward(dh, cache["emb_drop"])
-        if cfg.embedding_layer_norm:
-            de, dg, db = layer_norm_backward(de, cache["ln_emb"])
-            G["ln_emb_gamma"] += dg
-            G["ln_emb_beta"] += db
+        super().backward_from_hidden(dh, cache)
+
+    def _embedding_lookup_backward(self, de, cache) -> None:
+        """As MiniBERTGradients', except that E_pos gets no gradient when absolute positions are off."""
+        if self.model.absolute_positions:
+            super()._embedding_lookup_backward(de, cache)
+            return
+        G = self.store.blocks
         embedding_backward(de, cache["input_ids"], G["E_token"].shape[0], out=G["E_token"])
-        if model.absolute_positions:
-            G["E_pos"][:de.shape[1]] += de.sum(axis=0)
         embedding_backward(de, cache["token_type_ids"], G["E_type"].shape[0], out=G["E_type"])
 
-    def _attention_backward(self, da, c, l):
+    def _attention_backward(self, da, attn_cache, l):
         """Variant attention backward; accumulates its parameter gradients into both stores. Returns dx."""
-        dx, grads = attention_variant_backward(da, c, self.model.attention_params(l))
+        dx, grads = attention_variant_backward(da, attn_cache, self.model.attention_params(l))
         G, E = self.store.blocks, self.extra_store.blocks
         for k, g in grads.items():
             name = f"{k}_{l}"
             (G if name in G else E)[name] += g
-        return dx
-
-    def _encoder_layer_backward(self, dx2, c, l):
-        """MiniBERTGradients._encoder_layer_backward with the variant attention. Returns dLoss/d(layer input)."""
-        cfg = self.model.config
-        G, P = self.store.blocks, self.model.store.blocks
-        W = lambda k: P[f"{k}_{l}"]  # noqa: E731
-
-        def acc(k, g):
-            G[f"{k}_{l}"] += g
-
-        if cfg.norm_position == "post":
-            ds2, dg, db = layer_norm_backward(dx2, c["ln2"])
-            acc("ln2_gamma", dg), acc("ln2_beta", db)
-            df = dropout_backward(ds2, c["ffn_drop"])
-            dx1, dW1, db1, dW2, db2 = ffn_backward(df, c["ffn"], W("W1"), W("W2"))
-            acc("W1", dW1), acc("b1", db1), acc("W2", dW2), acc("b2", db2)
-            dx1 += ds2
-            ds1, dg, db = layer_norm_backward(dx1, c["ln1"])
-            acc("ln1_gamma", dg), acc("ln1_beta", db)
-            da = dropout_backward(ds1, c["attn_drop"])
-            dx = self._attention_backward(da, c["attn"], l)
-            dx += ds1
-            return dx
-        df = dropout_backward(dx2, c["ffn_drop"])
-        dn2, dW1, db1, dW2, db2 = ffn_backward(df, c["ffn"], W("W1"), W("W2"))
-        acc("W1", dW1), acc("b1", db1), acc("W2", dW2), acc("b2", db2)
-        dx1, dg, db = layer_norm_backward(dn2, c["ln2"])
-        acc("ln2_gamma", dg), acc("ln2_beta", db)
-        dx1 += dx2
-        da = dropout_backward(dx1, c["attn_drop"])
-        dn1 = self._attention_backward(da, c["attn"], l)
-        dx, dg, db = layer_norm_backward(dn1, c["ln1"])
-        acc("ln1_gamma", dg), acc("ln1_beta", db)
-        dx += dx1
         return dx
 
 

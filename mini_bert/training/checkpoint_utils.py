@@ -27,9 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..core.attention import mask_bias
-from ..core.embeddings import bert_embeddings_forward
-from ..core.layers import layer_norm_forward, linear_forward
-from ..core.math_ops import ACTIVATION_FORWARD, dropout_forward
+from ..core.layers import layer_norm_forward
 from .mlm import mlm_cross_entropy
 
 BATCH_FIELDS = ("input_ids", "target_ids", "mask_positions", "attention_mask", "token_type_ids")
@@ -90,40 +88,6 @@ def segment_bounds(num_layers: int, segments: int | None) -> list[range]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Forward pieces outside the encoder layers, mirroring MiniBERT.encode and MiniBERT.forward
-
-
-def _embed(model, input_ids, token_type_ids, training, rng):
-    """The embeddings and their dropout, as MiniBERT.encode computes them: (B, T, D), cache.
-    A model with its own `embed` (AdvancedMiniBERT) uses that."""
-    if hasattr(model, "embed"):
-        return model.embed(input_ids, token_type_ids, training, rng)
-    cfg, P = model.config, model.store.blocks
-    cache: dict = {"input_ids": input_ids, "token_type_ids": token_type_ids}
-    e = bert_embeddings_forward(input_ids, token_type_ids, P["E_token"], P["E_pos"], P["E_type"])
-    if cfg.embedding_layer_norm:
-        e, cache["ln_emb"] = layer_norm_forward(e, P["ln_emb_gamma"], P["ln_emb_beta"], cfg.layer_norm_eps)
-    x, cache["emb_drop"] = dropout_forward(e, cfg.dropout, rng, training)
-    return x, cache
-
-
-def _mlm_head(model, h, masked_positions, cache):
-    """The MLM head at the masked positions, as MiniBERT.forward computes it: logits (N, V); fills cache."""
-    cfg, P = model.config, model.store.blocks
-    idx = np.flatnonzero(masked_positions)                         # (N,) rows of the (B*T, D) view
-    cache["masked_index"] = idx
-    h = h.reshape(-1, h.shape[-1])[idx]                            # (N, D)
-    head: dict = {"h": h}
-    t = linear_forward(h, P["W_mlm"], P["b_mlm"])
-    t, head["act"] = ACTIVATION_FORWARD[cfg.activation](t)
-    t, head["ln"] = layer_norm_forward(t, P["ln_mlm_gamma"], P["ln_mlm_beta"], cfg.layer_norm_eps)
-    head["t"] = t
-    W_dec = P["E_token"].T if cfg.tie_word_embeddings else P["W_decoder"]
-    cache["mlm_head"] = head
-    return linear_forward(t, W_dec, P["b_decoder"])               # (N, V)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The recomputed layer caches
 
 
@@ -181,7 +145,7 @@ def checkpointed_loss_and_gradients(model, grads, batch, segments: int | None = 
     target_ids, mask_positions = _field(batch, "target_ids"), np.asarray(_field(batch, "mask_positions"), bool)
 
     # Forward: the embeddings, then each segment keeps only its input and the generator state before it.
-    x, cache = _embed(model, input_ids, token_type_ids, True, rng)
+    x, cache = model.embed(input_ids, token_type_ids, True, rng)
     cache["attention_mask"] = attention_mask                       # as in model.forward's cache (for the report)
     bias = mask_bias(attention_mask, model.dtype)
     inputs, states = [], []
@@ -193,7 +157,7 @@ def checkpointed_loss_and_gradients(model, grads, batch, segments: int | None = 
     if cfg.norm_position == "pre":
         x, cache["ln_f"] = layer_norm_forward(x, model.store.blocks["ln_f_gamma"], model.store.blocks["ln_f_beta"],
                                               cfg.layer_norm_eps)
-    logits = _mlm_head(model, x, mask_positions, cache)
+    logits = model.mlm_head(x, cache, mask_positions)             # (N, V), at the masked positions only
     loss, dlogits = mlm_cross_entropy(logits, target_ids, mask_positions)
 
     # Backward: the unchanged backward pass, reading layer caches that are rebuilt segment by segment.
