@@ -2,7 +2,8 @@
 
 Subcommands are registered by the modules that implement them: each exposes `register_cli(subparsers)`, which adds
 its parser and sets `func` to a callable taking the parsed args and returning an exit code.
-Errors a user can fix (bad config, missing file, ...) are printed as one clear message and exit with code 2.
+Errors a user can fix (bad config, missing file, ...) are printed as one clear message and exit with code 2;
+Ctrl-C outside a training loop (which saves and stops by itself) prints one line and exits with 130 (128 + SIGINT).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError) as e:
         print(f"minibert {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"minibert {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

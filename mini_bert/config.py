@@ -81,6 +81,11 @@ class DataConfig(_Strict):
     max_seq_len: int = Field(128, ge=8)
     mask_prob: float = Field(0.15, gt=0.0, lt=1.0)
     valid_batches: int = Field(16, ge=1)  # fixed masked validation batches (same every run: comparable curves)
+    # Phase 3 data options (training/curriculum.py); the defaults are plain shuffled epochs at a fixed mask rate
+    curriculum: Literal["none", "rarity", "length"] = "none"  # draw from the easiest rows first, by this measure
+    curriculum_start: float = Field(0.3, gt=0.0, le=1.0)      # fraction of (easiest) rows available at step 0
+    curriculum_steps: int = Field(0, ge=0)                     # steps until all rows are available (0: max_steps / 2)
+    adaptive_masking: bool = False      # move the mask rate with the training loss and validation accuracy
 
 
 class TrainingConfig(_Strict):
@@ -107,6 +112,12 @@ class TrainingConfig(_Strict):
     threads: int = Field(2, ge=1)                       # the batch is split across this many threads
     analysis_every: int = Field(0, ge=0)                # 0: no in-training analysis (costs nothing)
     tensorboard: bool = False
+    # Phase 3 optimisation options (training/advanced_optimizers.py); the defaults are plain AdamW
+    optimizer: Literal["adamw", "lion"] = "adamw"       # Lion uses beta1, beta2 and weight_decay too (no adam_eps)
+    lookahead_k: int = Field(0, ge=0)                   # wrap it in Lookahead, syncing every k steps (0: off)
+    lookahead_alpha: float = Field(0.5, gt=0.0, le=1.0)  # Lookahead's slow-weight step
+    agc_clip: float = Field(0.0, ge=0.0)                # adaptive gradient clipping (0: off), before grad_clip
+    layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # layer l of L gets lr * decay^(L-1-l) (1: off)
 
 
 def pretraining_model() -> ModelConfig:

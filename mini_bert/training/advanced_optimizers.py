@@ -47,6 +47,8 @@ class Lion:
     """Lion on one flat buffer (see the module docstring for the update). `lr_scale` (optional, aligned with the
     buffer) gives per-parameter learning-rate multipliers, as for AdamW."""
 
+    kind = "lion"       # the name a checkpoint records (see AdamW.kind)
+
     def __init__(self, params_flat: np.ndarray, decay_mask: np.ndarray, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.1,
                  lr_scale: np.ndarray | None = None):
@@ -198,6 +200,11 @@ class Lookahead:
     @property
     def lr(self):
         return self.inner.lr
+
+    @property
+    def kind(self) -> str:
+        """"lookahead(adamw)", "lookahead(lion)", ...: the wrapper and what it wraps, as a checkpoint records it."""
+        return f"lookahead({getattr(self.inner, 'kind', type(self.inner).__name__.lower())})"
 
     def step(self, grads_flat: np.ndarray, lr: float | None = None) -> None:
         self.inner.step(grads_flat, lr)

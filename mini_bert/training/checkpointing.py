@@ -2,7 +2,9 @@
 
 A checkpoint is a folder:
     model.safetensors       parameters under their public names (W_Q_0, ...), as in docs/MODEL.md
-    optimizer.safetensors   AdamW's m and v (flat) — absent in weights-only exports
+    optimizer.safetensors   every array of the optimizer's state_dict (AdamW: m, v; Lion: m; Lookahead: slow and
+                            inner.*), with its integers and the optimizer's kind in the metadata — absent in
+                            weights-only exports
     config.yaml             the full RunConfig
     vocab.txt, tokenizer_config.json
     trainer_state.json      step, elapsed time, best validation loss, RNG states, data-stream position
@@ -37,8 +39,9 @@ class Checkpoint:
     config: RunConfig
     model: object
     tokenizer: object | None
-    optimizer_state: dict | None = None
+    optimizer_state: dict | None = None       # what the optimizer's load_state_dict takes
     trainer_state: dict = field(default_factory=dict)
+    optimizer_kind: str | None = None          # "adamw", "lion", "lookahead(lion)", ...; None without optimizer state
 
 
 def _fsync_dir(path: Path) -> None:
@@ -64,8 +67,8 @@ def save_checkpoint(path: str | Path, config: RunConfig, model, tokenizer, optim
     try:
         save_file(model.state_dict(), str(tmp / "model.safetensors"), metadata={"format": "mini_bert"})
         if optimizer is not None:
-            st = optimizer.state_dict()
-            save_file({"m": st["m"], "v": st["v"]}, str(tmp / "optimizer.safetensors"), metadata={"t": str(st["t"])})
+            arrays, metadata = _optimizer_payload(optimizer)
+            save_file(arrays, str(tmp / "optimizer.safetensors"), metadata=metadata)
         (tmp / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
         if tokenizer is not None:
             tokenizer.save(tmp)
@@ -158,23 +161,58 @@ def load_checkpoint(path: str | Path, need_tokenizer: bool = True) -> Checkpoint
     elif need_tokenizer:
         raise CheckpointError(f"{path} has no tokenizer (vocab.txt); it cannot turn text into ids. "
                               "Use a checkpoint written by `minibert train`.")
-    optimizer_state = None
+    optimizer_state = optimizer_kind = None
     opt_file = path / "optimizer.safetensors"
     if opt_file.exists():
-        from safetensors import safe_open
-        try:
-            with safe_open(str(opt_file), framework="numpy") as f:
-                t = int(f.metadata()["t"])
-            opt = load_file(str(opt_file))
-        except (SafetensorError, OSError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{opt_file} is truncated or corrupt ({e})") from None
-        optimizer_state = {"m": opt["m"], "v": opt["v"], "t": t}
+        optimizer_state, optimizer_kind = _load_optimizer_state(opt_file)
     state_file = path / "trainer_state.json"
     try:
         trainer_state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.exists() else {}
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{state_file} is corrupt ({e})") from None
-    return Checkpoint(path, config, model, tokenizer, optimizer_state, trainer_state)
+    return Checkpoint(path, config, model, tokenizer, optimizer_state, trainer_state, optimizer_kind)
+
+
+# Optimizer state: arrays as tensors, everything else (step counts, Lookahead's k) as JSON in the metadata.
+# safetensors writes metadata keys in hash-map order, which changes from call to call; one key keeps the file's
+# bytes a function of the state (load -> save reproduces a checkpoint exactly).
+_OPTIMIZER_META = "mini_bert_optimizer"
+
+
+def _optimizer_payload(optimizer) -> tuple[dict, dict]:
+    """(tensors, metadata) of optimizer.state_dict(): {name: array}, {_OPTIMIZER_META: JSON of kind and scalars}."""
+    arrays, scalars = {}, {}
+    for key, value in optimizer.state_dict().items():
+        if isinstance(value, np.ndarray):
+            arrays[key] = np.ascontiguousarray(value)
+        elif isinstance(value, (bool, int, float, str, np.integer, np.floating)):
+            scalars[key] = value.item() if isinstance(value, np.generic) else value
+        else:
+            raise TypeError(f"optimizer state entry {key!r} is a {type(value).__name__}; a checkpoint holds arrays "
+                            f"and numbers only")
+    kind = getattr(optimizer, "kind", type(optimizer).__name__.lower())
+    return arrays, {_OPTIMIZER_META: json.dumps({"kind": kind, "scalars": scalars}, sort_keys=True)}
+
+
+def _load_optimizer_state(opt_file: Path) -> tuple[dict, str]:
+    """(state for load_state_dict, kind) from optimizer.safetensors, this format or the AdamW-only one before it
+    (tensors m and v, metadata {"t": step})."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.numpy import load_file
+
+    try:
+        with safe_open(str(opt_file), framework="numpy") as f:
+            metadata = f.metadata() or {}
+        arrays = load_file(str(opt_file))
+        if _OPTIMIZER_META in metadata:
+            info = json.loads(metadata[_OPTIMIZER_META])
+            kind, scalars = str(info["kind"]), dict(info["scalars"])
+        else:
+            kind, scalars = "adamw", {"t": int(metadata["t"])}
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{opt_file} is truncated or corrupt ({e!r}); use another checkpoint of the "
+                              f"run") from None
+    return {**arrays, **scalars}, kind
 
 
 def load_model_and_tokenizer(path: str | Path):

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
+from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from ..core.gradients import masked_cross_entropy
 from .data_loader import Batch
-from .mlm import NEVER_MASKED, mask_tokens
+from .mlm import NEVER_MASKED, corrupt_selected, mask_tokens
 
-N_SPECIAL = len(SPECIAL_TOKENS)
 STRUCTURAL = (PAD_ID, CLS_ID, SEP_ID, MASK_ID)   # ids with no surprisal: they say nothing about the text
 
 
@@ -92,20 +91,8 @@ def sqrt_schedule(start: float = 0.3, steps: int = 1000) -> Callable[[int], floa
 
 
 # ================================================================================================================
-# Masking: rarity-weighted selection, the 80/10/10 corruption
+# Masking: rarity-weighted selection (then mlm.corrupt_selected, BERT's 80/10/10 corruption)
 # ================================================================================================================
-
-def _corrupt(batch: np.ndarray, selected: np.ndarray, vocab_size: int, mask_id: int, rng) -> np.ndarray:
-    """BERT's corruption of the selected positions: 80% [MASK], 10% a random ordinary token, 10% unchanged
-    (the same rule as mlm.mask_tokens)."""
-    u = rng.random(batch.shape)
-    to_mask = selected & (u < 0.8)
-    to_random = selected & (u >= 0.8) & (u < 0.9)
-    input_ids = batch.copy()
-    input_ids[to_mask] = mask_id
-    input_ids[to_random] = rng.integers(N_SPECIAL, vocab_size, size=int(to_random.sum()))
-    return input_ids
-
 
 def difficulty_mask_probabilities(batch, surprisal: np.ndarray, mask_prob: float = 0.15,
                                   strength: float = 1.0) -> np.ndarray:
@@ -153,7 +140,7 @@ def mask_tokens_by_difficulty(batch, vocab_size: int, surprisal: np.ndarray, mas
     empty = ~selected.any(axis=1) & (p > 0).any(axis=1)
     for b in np.flatnonzero(empty):
         selected[b, rng.choice(batch.shape[1], p=p[b] / p[b].sum())] = True
-    return _corrupt(batch, selected, vocab_size, mask_id, rng), batch.copy(), selected
+    return corrupt_selected(batch, selected, vocab_size, mask_id, rng), batch.copy(), selected
 
 
 class AdaptiveMasking:

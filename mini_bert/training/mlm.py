@@ -42,13 +42,33 @@ def mask_tokens(batch, vocab_size: int, mask_id: int = MASK_ID, mask_prob: float
     empty = ~selected.any(axis=1) & candidates.any(axis=1)
     for b in np.flatnonzero(empty):
         selected[b, rng.choice(np.flatnonzero(candidates[b]))] = True
-    u = rng.random((B, T))
+    return corrupt_selected(batch, selected, vocab_size, mask_id, rng), batch.copy(), selected
+
+
+def corrupt_selected(batch, selected, vocab_size: int, mask_id: int = MASK_ID,
+                     rng: np.random.Generator | None = None) -> np.ndarray:
+    """BERT's corruption of already selected positions: each becomes [MASK] with probability 0.8, a random
+    ordinary token (ids [len(SPECIAL_TOKENS), vocab_size), never a special one) with 0.1, and stays as it is
+    with 0.1. Positions not selected are never changed.
+
+    batch: (B, T) int ids; selected: (B, T) bool. Returns the corrupted copy of `batch` (B, T).
+    Draws, in this order, one uniform per position (B, T) and one integer per randomised position; `mask_tokens`
+    and the rarity-weighted masking of `curriculum.py` both end with this step.
+    """
+    batch, selected = np.asarray(batch), np.asarray(selected)
+    if selected.shape != batch.shape or selected.dtype != np.bool_:
+        raise ValueError(f"selected must be a boolean array of the batch's shape {batch.shape}; got "
+                         f"{selected.dtype} {selected.shape}")
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens; got {vocab_size}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    u = rng.random(batch.shape)                                             # (B, T)
     to_mask = selected & (u < 0.8)
     to_random = selected & (u >= 0.8) & (u < 0.9)
     input_ids = batch.copy()
     input_ids[to_mask] = mask_id
-    input_ids[to_random] = rng.integers(n_special, vocab_size, size=int(to_random.sum()))
-    return input_ids, batch.copy(), selected
+    input_ids[to_random] = rng.integers(len(SPECIAL_TOKENS), vocab_size, size=int(to_random.sum()))
+    return input_ids
 
 
 def mlm_cross_entropy(logits, target_ids, mask_positions):

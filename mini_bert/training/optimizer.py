@@ -35,6 +35,8 @@ class AdamW:
     """AdamW on one flat buffer. `lr_scale` (optional, aligned with the buffer) gives per-parameter learning-rate
     multipliers, e.g. layer-wise LR decay."""
 
+    kind = "adamw"      # the name a checkpoint records, so that a resume can check it has the same optimizer
+
     def __init__(self, params_flat: np.ndarray, decay_mask: np.ndarray, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.01,
                  lr_scale: np.ndarray | None = None):

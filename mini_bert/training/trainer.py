@@ -1,4 +1,4 @@
-"""The pretraining loop: forward (MLM logits at masked positions only), loss, backward, clip, AdamW step;
+"""The pretraining loop: forward (MLM logits at masked positions only), loss, backward, clip, optimizer step;
 periodic held-out evaluation, metrics (JSONL, CSV, optional TensorBoard), atomic checkpoints, exact resume.
 
     minibert train [--config FILE] [--resume] [key=value ...]
@@ -6,9 +6,15 @@ periodic held-out evaluation, metrics (JSONL, CSV, optional TensorBoard), atomic
 
 Data flow (two jumps from the CLI): `train_command` -> `Trainer(cfg).train()` -> `Trainer.train_step(batch, lr)`.
 
-Exact resume: everything that decides the next step is checkpointed — parameters, AdamW's m, v and t, the data
-stream's permutation, position and RNG, and each worker thread's dropout RNG — and the batch is split across
-threads in a fixed way, so a resumed run repeats the uninterrupted run's losses bit for bit.
+Phase 3 options (all off by default; see `build_optimizer` and `prepare_data`): training.optimizer=lion,
+training.lookahead_k (Lookahead around it), training.agc_clip (unit-wise adaptive gradient clipping, before the
+global-norm clip), training.layer_lr_decay (per-layer learning-rate multipliers), data.curriculum (easiest rows
+first) and data.adaptive_masking (the mask rate follows the training loss and the validation accuracy).
+
+Exact resume: everything that decides the next step is checkpointed — parameters, the optimizer's whole state
+(AdamW's m, v and t; Lion's m; Lookahead's slow weights), the data stream's permutation (or the curriculum's step),
+position and RNG, the adaptive masking rule's state, and each worker thread's dropout RNG — and the batch is split
+across threads in a fixed way, so a resumed run repeats the uninterrupted run's losses bit for bit.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from ..core.gradients import MiniBERTGradients
 from ..core.model import MiniBERT
 from .checkpointing import (CheckpointError, latest_checkpoint, list_step_checkpoints, load_checkpoint,
                             prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
+from .advanced_optimizers import AdaptiveGradientClipper, Lion, Lookahead
+from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
 from .mlm import mlm_cross_entropy
 from .optimizer import AdamW, clip_grad_norm, decay_mask
 from .scheduler import lr_at
@@ -117,12 +125,75 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
                           f"set model.vocab_size={tokenizer.vocab_size}")
     train_ids, train_tt = pack_sequences(encode_corpus(train_text, tokenizer), d.max_seq_len)
     valid_ids, valid_tt = pack_sequences(encode_corpus(valid_text, tokenizer), d.max_seq_len)
-    stream = MLMBatches(train_ids, train_tt, t.batch_size, m.vocab_size, d.mask_prob, seed=t.seed)
+    if d.curriculum == "none":
+        stream = MLMBatches(train_ids, train_tt, t.batch_size, m.vocab_size, d.mask_prob, seed=t.seed)
+    else:
+        # competence grows linearly from curriculum_start to 1 (all rows) over curriculum_steps
+        steps = d.curriculum_steps or max(1, t.max_steps // 2)
+        stream = CurriculumBatches(train_ids, train_tt, t.batch_size, m.vocab_size,
+                                   linear_schedule(d.curriculum_start, 1.0, steps), d.curriculum, d.mask_prob,
+                                   seed=t.seed)
     valid = fixed_validation_batches(valid_ids, valid_tt, t.batch_size, m.vocab_size, d.mask_prob,
                                      max_batches=d.valid_batches)
     log(f"corpus {d.corpus}: {len(train_ids):,} training and {len(valid_ids):,} validation sequences of "
         f"{d.max_seq_len} tokens ({int((train_ids > 0).sum()):,} training tokens)")
     return tokenizer, stream, valid
+
+
+def adaptive_masking(cfg: RunConfig) -> AdaptiveMasking | None:
+    """The mask-rate rule of data.adaptive_masking (None when off): it starts at data.mask_prob and moves within
+    [0.10, 0.40] (widened to include mask_prob)."""
+    d = cfg.data
+    if not d.adaptive_masking:
+        return None
+    return AdaptiveMasking(start=d.mask_prob, min_ratio=min(0.10, d.mask_prob), max_ratio=max(0.40, d.mask_prob))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The optimizer
+
+
+def build_optimizer(model: MiniBERT, cfg: RunConfig):
+    """The optimizer of training.optimizer over model.store.flat: AdamW or Lion (both with training.beta1/beta2 and
+    weight_decay on matrices only), per-parameter LR multipliers layer_wise_lr_scales(model, layer_lr_decay) when
+    layer_lr_decay < 1, wrapped in Lookahead(k=lookahead_k, alpha=lookahead_alpha) when lookahead_k > 0.
+    Every one of them has step(grads_flat, lr), state_dict(), load_state_dict() and `kind` (recorded in checkpoints).
+    """
+    t = cfg.training
+    flat, mask = model.store.flat, decay_mask(model.store)
+    scales = None
+    if t.layer_lr_decay < 1.0:
+        from ..evaluation.analysis import layer_wise_lr_scales
+        scales = layer_wise_lr_scales(model, t.layer_lr_decay)
+    if t.optimizer == "lion":
+        opt = Lion(flat, mask, lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay, lr_scale=scales)
+    else:
+        opt = AdamW(flat, mask, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay,
+                    lr_scale=scales)
+    if t.lookahead_k > 0:
+        opt = Lookahead(opt, flat, k=t.lookahead_k, alpha=t.lookahead_alpha)
+    return opt
+
+
+# Settings whose checkpointed state only fits a run that uses the same ones (what a resume must not change).
+STATEFUL_SETTINGS = (("training", "optimizer"), ("training", "lookahead_k"), ("data", "curriculum"),
+                     ("data", "adaptive_masking"))
+
+
+def check_resumable(cfg: RunConfig, saved: RunConfig, where) -> None:
+    """Refuse to resume a checkpoint with a different model or different stateful settings (STATEFUL_SETTINGS)."""
+    if saved.model != cfg.model:
+        raise ConfigError(f"--resume: the model config differs from the checkpoint's ({where}); "
+                          "resume with the same configuration")
+    changed = [(f"{sec}.{key}", getattr(getattr(saved, sec), key), getattr(getattr(cfg, sec), key))
+               for sec, key in STATEFUL_SETTINGS
+               if getattr(getattr(saved, sec), key) != getattr(getattr(cfg, sec), key)]
+    if changed:
+        raise ConfigError(f"--resume: {where} was trained with "
+                          + ", ".join(f"{k}={old} (this configuration says {new})" for k, old, new in changed)
+                          + "; its saved state only fits those settings. Resume with "
+                          + " ".join(f"{k}={str(old).lower() if isinstance(old, bool) else old}"
+                                     for k, old, _ in changed))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -197,9 +268,7 @@ class Trainer:
         tokenizer = None
         if resume:
             ck = load_checkpoint(existing)
-            if ck.config.model != cfg.model:
-                raise ConfigError(f"--resume: the model config differs from the checkpoint's ({existing}); "
-                                  "resume with the same configuration")
+            check_resumable(cfg, ck.config, existing)
             self.model, tokenizer, self.state = ck.model, ck.tokenizer, ck.trainer_state
             self.cfg = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
                 update={"output_dir": str(self.run_dir)})})
@@ -208,14 +277,28 @@ class Trainer:
         self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
         self.worker = GradientWorker(self.model, t.threads, t.seed)
         self.threads = self.worker.threads
-        self.optimizer = AdamW(self.model.store.flat, decay_mask(self.model.store), lr=t.lr,
-                               betas=(t.beta1, t.beta2), eps=t.adam_eps, weight_decay=t.weight_decay)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.agc = (AdaptiveGradientClipper(self.model.store.flat, self.model.store, clip=t.agc_clip)
+                    if t.agc_clip > 0 else None)
+        self.masking = adaptive_masking(cfg)
         self.warmup_steps = int(round(t.warmup_ratio * t.max_steps))
         if resume:
             if ck.optimizer_state is None:
                 raise CheckpointError(f"{existing} has no optimizer state; it cannot be resumed exactly")
-            self.optimizer.load_state_dict(ck.optimizer_state)
-            self.stream.load_state_dict(self.state["data"])
+            if ck.optimizer_kind != self.optimizer.kind:
+                raise CheckpointError(f"{existing} holds the state of optimizer {ck.optimizer_kind}, but this "
+                                      f"configuration builds {self.optimizer.kind}; resume with the run's "
+                                      f"training.optimizer and training.lookahead_k")
+            try:
+                self.optimizer.load_state_dict(ck.optimizer_state)
+                self.stream.load_state_dict(self.state["data"])
+                if self.masking is not None:
+                    self.masking.load_state_dict(self.state["adaptive_masking"])
+            except (KeyError, ValueError) as e:
+                raise CheckpointError(f"{existing}: its saved state does not fit this run ({e!r}); resume with the "
+                                      f"settings the run was started with") from None
+            if self.masking is not None:
+                self.stream.mask_prob = self.masking.ratio
             for r, s in zip(self.worker.rngs, self.state["thread_rngs"]):
                 set_rng_state(r, s)
             self.log(f"resumed {existing} at step {self.state['step']}")
@@ -225,9 +308,13 @@ class Trainer:
             self.monitor = TrainingMonitor(every=t.analysis_every)
 
     def train_step(self, batch, lr: float) -> tuple[float, float, dict]:
-        """Loss and gradients (split across threads), clip, AdamW step. Returns (loss, grad norm before clipping, cache)."""
+        """Loss and gradients (split across threads), adaptive clipping (if on), global-norm clipping, optimizer
+        step. Returns (loss, grad norm before the global-norm clip, cache)."""
         loss, cache = self.worker.loss_and_gradients(batch)
         g = self.worker.grads
+        if self.agc is not None:
+            # unit-wise first: it bounds each unit's step relative to its weights, whatever the loss scale
+            self.agc(g.flat)
         norm = clip_grad_norm(g.flat, self.cfg.training.grad_clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             # a non-finite parameter is the cause when there is one; else name the first gradient that overflowed
@@ -245,8 +332,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------
 
     def _trainer_state(self) -> dict:
-        return {**self.state, "data": self.stream.state_dict(), "thread_rngs": [rng_state(r) for r in self.worker.rngs],
-                "threads": self.threads}
+        state = {**self.state, "data": self.stream.state_dict(),
+                 "thread_rngs": [rng_state(r) for r in self.worker.rngs], "threads": self.threads,
+                 "optimizer": self.optimizer.kind}
+        if self.masking is not None:
+            state["adaptive_masking"] = self.masking.state_dict()
+        return state
 
     def save(self, name: str | None = None) -> Path:
         path = self.run_dir / (name or f"step_{self.state['step']:07d}")
@@ -329,6 +420,7 @@ class Trainer:
                 while self.state["step"] < t.max_steps:
                     step = self.state["step"]
                     lr = lr_at(step, t.lr, self.warmup_steps, t.max_steps, t.schedule, t.min_lr_ratio)
+                    mask_prob = self.stream.mask_prob     # the rate this batch was masked with
                     batch = self.stream.next_batch()
                     loss, norm, cache = self.train_step(batch, lr)
                     self.state["step"] = step = step + 1
@@ -348,12 +440,19 @@ class Trainer:
                         bar.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{lr:.2e}",
                                         tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
                         window_loss, window_tokens, window_steps, window_t0 = 0.0, 0, 0, time.perf_counter()
+                        if self.agc is not None:
+                            record["agc_clipped"] = self.agc.last_fraction   # fraction of units clipped
+                        if self.masking is not None:
+                            self.stream.mask_prob = self.masking.update(train_loss=record["train_loss"])
                     self.state["log_window"] = (window_loss, window_steps)
                     if step % t.eval_every == 0 or step == t.max_steps:
                         last_eval = self.evaluate()
                         record = record or {"step": step, "elapsed_s": round(elapsed, 3)}
                         record.update(last_eval)
                         window_t0 = time.perf_counter()   # tokens/s measures training, not evaluation
+                        if self.masking is not None:
+                            self.stream.mask_prob = self.masking.update(
+                                valid_masked_acc=last_eval["valid_masked_acc"])
                         best = self.state["best_valid_loss"]
                         if best is None or last_eval["valid_loss"] < best:
                             self.state["best_valid_loss"] = last_eval["valid_loss"]
@@ -361,6 +460,8 @@ class Trainer:
                         (bar.write if self.progress else self.log)(f"step {step}: valid masked acc {last_eval['valid_masked_acc']:.4f}, "
                                   f"perplexity {last_eval['valid_perplexity']:.1f} ({elapsed / 60:.1f} min)")
                     if record is not None:
+                        if self.masking is not None:
+                            record["mask_prob"] = mask_prob
                         self._write_metrics(record)
                     bar.update(1)
                     out_of_time = t.max_minutes is not None and elapsed >= t.max_minutes * 60
@@ -378,7 +479,7 @@ class Trainer:
             signal.signal(signal.SIGINT, previous_handler)
             self.worker.close()
         summary = {"stop_reason": stop_reason, "steps": self.state["step"] - start_step, **self.state, **last_eval}
-        for key in ("data", "thread_rngs", "log_window"):
+        for key in ("data", "thread_rngs", "log_window", "adaptive_masking"):
             summary.pop(key, None)
         if self.monitor is not None:
             summary["issues"] = [str(i) for i in self.monitor.issues()]
