@@ -1,0 +1,143 @@
+"""SST-2 fine-tuning: batching, the fine-tuning loop on a tiny model, the bag-of-words baseline, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mini_bert.config import CLS_ID, PAD_ID, SEP_ID, ModelConfig, RunConfig
+from mini_bert.core.model import MiniBERT
+from mini_bert.evaluation.downstream import (bag_of_words_baseline, encode_for_classification, finetune_classifier,
+                                             finetune_sst2_checkpoint, ngram_features, pad_batch, parse_seeds,
+                                             predict_labels, run_sst2)
+from mini_bert.utils.io_utils import data_root
+
+POSITIVE = ["a wonderful , moving film", "great acting and a lovely story", "i loved every minute of it",
+            "a delightful and funny ride", "beautiful , warm and wise", "the best film of the year"]
+NEGATIVE = ["a dull , tedious mess", "boring and far too long", "i hated every minute of it",
+            "a clumsy and lifeless film", "awful , cheap and stupid", "the worst film of the year"]
+TEXTS = POSITIVE + NEGATIVE
+LABELS = np.array([1] * len(POSITIVE) + [0] * len(NEGATIVE))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from mini_bert.training.tokenizer import WordPieceTokenizer
+
+    return WordPieceTokenizer.train(TEXTS * 3, vocab_size=300)
+
+
+def tiny_model(vocab_size, seed=0, dropout=0.1):
+    cfg = ModelConfig(vocab_size=vocab_size, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                      max_position_embeddings=16, dropout=dropout, attention_dropout=dropout)
+    return MiniBERT(cfg, seed=seed)
+
+
+def test_encoding_adds_cls_sep_and_truncates(tok):
+    seqs = encode_for_classification(tok, ["a wonderful film", " ".join(["great"] * 40)], max_len=8)
+    assert seqs[0][0] == CLS_ID and seqs[0][-1] == SEP_ID
+    assert list(seqs[0][1:-1]) == tok.encode("a wonderful film")
+    assert len(seqs[1]) == 8 and seqs[1][-1] == SEP_ID
+    ids, mask = pad_batch(seqs)
+    assert ids.shape == (2, 8) and ids[0, len(seqs[0]):].tolist() == [PAD_ID] * (8 - len(seqs[0]))
+    assert mask.sum(axis=1).tolist() == [len(seqs[0]), 8]
+    with pytest.raises(ValueError, match="max_len"):
+        encode_for_classification(tok, ["x"], max_len=2)
+
+
+def test_finetuning_loss_decreases_and_best_weights_are_kept(tok):
+    model = tiny_model(tok.vocab_size, dropout=0.0)
+    seqs = encode_for_classification(tok, TEXTS, 16)
+    result = finetune_classifier(model, seqs, LABELS, seqs, LABELS, epochs=40, batch_size=4, lr=3e-3,
+                                 evals_per_epoch=1, patience=100, seed=0, log=None)
+    losses = [h["train_loss"] for h in result["history"]]
+    assert losses[-1] < 0.5 * losses[0], f"training loss did not fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
+    assert result["dev_accuracy"] == 1.0                # 12 sentences are easy to memorise
+    # The model ends with the weights of its best evaluation.
+    assert np.mean(predict_labels(model, seqs) == LABELS) == result["dev_accuracy"]
+
+
+def test_early_stopping_stops_after_patience_evaluations(tok):
+    model = tiny_model(tok.vocab_size)
+    seqs = encode_for_classification(tok, TEXTS, 16)
+    result = finetune_classifier(model, seqs, LABELS, seqs, LABELS, epochs=50, batch_size=12, lr=0.0,
+                                 evals_per_epoch=1, patience=2, log=None)
+    # lr=0 never improves after the first evaluation: stop at the third.
+    assert result["stopped_early"] and len(result["history"]) == 3 and result["best_step"] == 1
+
+
+def test_run_sst2_restores_the_model_and_reports_seeds(tok):
+    model = tiny_model(tok.vocab_size)
+    before = model.store.flat.copy()
+    result = run_sst2(model, tok, TEXTS, LABELS, TEXTS, LABELS, epochs=1, seeds=[0, 1], log=None, batch_size=4)
+    np.testing.assert_array_equal(model.store.flat, before)
+    for key in ("pretrained", "random_init"):
+        accs = [r["dev_accuracy"] for r in result[key]["runs"]]
+        assert [r["seed"] for r in result[key]["runs"]] == [0, 1]
+        assert result[key]["mean"] == pytest.approx(np.mean(accs))
+        assert result[key]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert result["majority_class"] == 0.5
+    json.dumps(result)
+
+
+def test_labels_outside_the_model_classes_are_rejected(tok):
+    model = tiny_model(tok.vocab_size)
+    seqs = encode_for_classification(tok, TEXTS[:2], 16)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\]"):
+        finetune_classifier(model, seqs, np.array([0, 2]), seqs, np.array([0, 1]), log=None)
+    with pytest.raises(ValueError, match="2 sequences but 1 labels"):
+        finetune_classifier(model, seqs, np.array([0]), seqs, np.array([0, 1]), log=None)
+
+
+def test_ngram_features_are_binary_uni_and_bigrams():
+    X, (Y,), names = ngram_features(["good good film", "bad film"], [["good film", "unseen words"]])
+    assert set(names) == {"good", "film", "bad", "good good", "good film", "bad film"}
+    col = {n: i for i, n in enumerate(names)}
+    assert X[0, col["good"]] == 1.0                     # present, not counted twice
+    assert X[0].sum() == 4 and X[1].sum() == 3
+    assert Y[0].sum() == 3 and Y[1].sum() == 0          # unseen n-grams are dropped
+
+
+def test_seed_and_size_arguments_are_checked():
+    assert parse_seeds("0, 1,2") == [0, 1, 2]
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        parse_seeds("0,one")
+    with pytest.raises(ValueError, match="at least one"):
+        parse_seeds(",")
+    with pytest.raises(ValueError, match="--max-samples must be a positive"):
+        finetune_sst2_checkpoint(None, max_samples=0)
+
+
+def test_bad_sst2_label_is_caught_by_the_loader(tmp_path, tok):
+    from mini_bert.training.data_loader import DataError
+
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "stsa.binary.train").write_text("1 a fine film\n2 a strange label\n", encoding="utf-8")
+    (tmp_path / "sst2" / "stsa.binary.dev").write_text("0 a dull film\n", encoding="utf-8")
+    with pytest.raises(DataError, match="not 0 or 1"):
+        finetune_sst2_checkpoint(None, data_dir=tmp_path, model=tiny_model(tok.vocab_size), tokenizer=tok, log=None)
+
+
+def test_checkpoint_without_tokenizer_is_a_clear_error(tmp_path, tok, capsys):
+    from mini_bert.cli import main
+    from mini_bert.training.checkpointing import save_checkpoint
+
+    model = tiny_model(tok.vocab_size)
+    cfg = RunConfig(model=model.config)
+    save_checkpoint(tmp_path / "ck", cfg, model, tokenizer=None)
+    assert main(["finetune-sst2", "--checkpoint", str(tmp_path / "ck"), "--epochs", "1"]) == 2
+    assert "no tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (data_root() / "sst2").is_dir(), reason="SST-2 not under data_root()")
+def test_bag_of_words_baseline_on_real_sst2():
+    from mini_bert.training.data_loader import load_sst2
+
+    train, y_train = load_sst2("train")
+    dev, y_dev = load_sst2("dev")
+    assert len(dev) == 872
+    result = bag_of_words_baseline(train, y_train, dev, y_dev)
+    assert result["dev_accuracy"] > 0.7                 # typically ~0.78-0.82
+    assert result["features"] > 10_000
