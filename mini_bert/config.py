@@ -101,7 +101,7 @@ class TrainingConfig(_Strict):
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     adam_eps: float = Field(1e-6, gt=0.0)
     grad_clip: float = Field(1.0, ge=0.0)               # 0 disables clipping
-    max_steps: int = Field(5000, ge=1)                  # the schedule's length (~40 min on 2 cores)
+    max_steps: int = Field(6500, ge=1)                  # the schedule's length (~40 min on 2 cores)
     max_minutes: float | None = Field(None, gt=0.0)     # also stop after this much wall time (schedule unchanged)
     eval_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(500, ge=1)
