@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 
-def numpy_step_fn(cfg, batch, threads: int):
+def numpy_step_fn(cfg, batch, threads: int, analysis_every: int = 0):
     from threadpoolctl import threadpool_limits
 
     from mini_bert.core.model import MiniBERT
@@ -28,11 +28,19 @@ def numpy_step_fn(cfg, batch, threads: int):
     worker = GradientWorker(model, threads, seed=0)
     opt = AdamW(model.store.flat, decay_mask(model.store), lr=1e-4)
     limits = threadpool_limits(1 if threads > 1 else os.cpu_count())
+    monitor = None
+    if analysis_every:
+        from mini_bert.evaluation.analysis import TrainingMonitor
+        monitor = TrainingMonitor(every=analysis_every)
+    state = {"step": 0}
 
     def step():
-        worker.loss_and_gradients(batch)
-        clip_grad_norm(worker.grads.flat, 1.0)
+        loss, cache = worker.loss_and_gradients(batch)
+        norm = clip_grad_norm(worker.grads.flat, 1.0)
         opt.step(worker.grads.flat, 1e-4)
+        state["step"] += 1
+        if monitor is not None:   # exactly what the trainer does with training.analysis_every
+            monitor.observe(state["step"], model, worker.grads, cache, 1e-4, loss, grad_norm=norm)
 
     return step, limits
 
@@ -78,6 +86,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2, help="NumPy: batch split across this many threads")
     ap.add_argument("--mask-prob", type=float, default=0.15)
+    ap.add_argument("--analysis-every", type=int, default=0,
+                    help="also time a NumPy step with in-training analysis every N steps (the overhead)")
     ap.add_argument("overrides", nargs="*", help="model settings, e.g. activation=gelu norm_position=pre")
     args = ap.parse_args()
     cfg = ModelConfig(**parse_overrides([o if o.startswith("model.") else "model." + o
@@ -91,6 +101,9 @@ def main() -> None:
 
     np_step, limits = numpy_step_fn(cfg, batch, args.threads)
     runners = {"numpy": np_step}
+    if args.analysis_every:
+        runners[f"numpy+analysis/{args.analysis_every}"] = numpy_step_fn(cfg, batch, args.threads,
+                                                                        args.analysis_every)[0]
     try:
         runners["torch"] = torch_step_fn(cfg, batch)
     except ImportError:
@@ -109,10 +122,14 @@ def main() -> None:
           f"{os.cpu_count()} cores, {args.repeats} repeats")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"  {name:<6} median {med * 1000:8.1f} ms   min {min(ts) * 1000:8.1f} ms   {tokens / med:9.0f} tokens/s")
+        print(f"  {name:<20} median {med * 1000:8.1f} ms   min {min(ts) * 1000:8.1f} ms   {tokens / med:9.0f} tokens/s")
     if "torch" in times:
         ratio = statistics.median(times["numpy"]) / statistics.median(times["torch"])
         print(f"  NumPy / PyTorch step time: {ratio:.2f}x")
+    for name in times:
+        if name.startswith("numpy+analysis"):
+            extra = statistics.median(times[name]) / statistics.median(times["numpy"]) - 1
+            print(f"  in-training analysis overhead ({name}): {extra * 100:+.1f}% per step")
 
 
 if __name__ == "__main__":

@@ -9,24 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import assert_gradients_match, numeric_gradient, relative_error
+from gradcheck import TOL, assert_gradients_match, numeric_gradient, relative_error, report
 from mini_bert import MiniBERT, MiniBERTGradients, ModelConfig, mask_tokens, mlm_cross_entropy
 from mini_bert.core import attention as att
 from mini_bert.core import variants as var
 from mini_bert.core.variants import AdvancedMiniBERT, AdvancedMiniBERTGradients
 from mini_bert.training.optimizer import AdamW, decay_mask
 
-TOL = 1e-6
 rng = np.random.default_rng(0)
 
 
 def randn(*shape, scale=1.0):
     return rng.normal(size=shape) * scale
-
-
-def report(name, err):
-    print(f"{name}: max relative error {err:.2e}")
-    assert err <= TOL
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -223,11 +223,21 @@ def bag_of_words_baseline(train_texts, train_labels, dev_texts, dev_labels, seed
 
 def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs: int = 3,
              seeds=(0, 1, 2), random_init: bool = True, bag_of_words: bool = True, log=print,
-             **finetune_kwargs) -> dict:
+             dropout: float | None = 0.1, **finetune_kwargs) -> dict:
     """Fine-tune `model` once per seed (each from the same starting weights), plus the baselines.
 
-    The model is left with its original weights. Returns a JSON-serialisable dict (see the module docstring).
+    `dropout` (BERT's 0.1 by default) is used for fine-tuning whatever the pretraining used — the default
+    pretraining recipe has none; None keeps the checkpoint's own. The model is left with its original weights
+    and config. Returns a JSON-serialisable dict (see the module docstring).
     """
+    if dropout is not None:
+        saved = (model.config.dropout, model.config.attention_dropout)
+        model.config.dropout = model.config.attention_dropout = dropout
+        try:
+            return run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs, seeds,
+                            random_init, bag_of_words, log, None, **finetune_kwargs)
+        finally:
+            model.config.dropout, model.config.attention_dropout = saved
     seeds = list(seeds)
     if not seeds:
         raise ValueError("give at least one seed")
