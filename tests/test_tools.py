@@ -296,6 +296,7 @@ def commands(run: Path, out: Path) -> dict[str, list[str]]:
         "evaluate_model": ["scripts/evaluate_model.py", "--help"],
         "run_probes": ["scripts/run_probes.py", "--help"],
         "analyze_training": ["scripts/analyze_training.py", str(run), "--output-dir", str(out), "--mode", "zero"],
+        "analysis_report": ["scripts/analysis_report.py", str(run), "--output-dir", str(out), "--batches", "1"],
         "interactive_explore": ["scripts/interactive_explore.py", "--checkpoint", str(run), "--text",
                                 "bob eats [MASK] pears"],
         "performance_analysis": ["-m", "mini_bert.tools.performance_analysis", "--batch", "2", "--seq", "8",
@@ -318,7 +319,7 @@ def commands(run: Path, out: Path) -> dict[str, list[str]]:
     }
 
 
-EXPECTED_OUTPUT = {"analyze_training": "## Parameter updates", "interactive_explore": "[MASK] at position 3",
+EXPECTED_OUTPUT = {"analyze_training": "## Parameter updates", "analysis_report": "logit-lens accuracy", "interactive_explore": "[MASK] at position 3",
                    "performance_analysis": "layer0.attention.backward", "memory_utils": "optimizer_state",
                    "forward_pass": "rows sum to", "masked_prediction": "position 3:", "train_tiny_model": "step",
                    "custom_config": "unknown key", "gradient_check_custom_op": "(OK)",
