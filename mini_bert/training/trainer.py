@@ -54,17 +54,23 @@ class TrainingDiverged(RuntimeError):
 # Evaluation on fixed masked batches
 
 
-def evaluate_mlm(model: MiniBERT, batches) -> dict:
-    """Masked-token loss, accuracy and perplexity over fixed masked batches (pooled over all masked positions)."""
-    total_loss, correct, count = 0.0, 0, 0
-    for b in batches:
+def evaluate_mlm(model: MiniBERT, batches, pool: ThreadPoolExecutor | None = None) -> dict:
+    """Masked-token loss, accuracy and perplexity over fixed masked batches (pooled over all masked positions).
+
+    With a thread pool, batches are evaluated in parallel (NumPy releases the GIL in BLAS and elementwise loops);
+    the per-batch sums are added in batch order either way, so the result does not depend on the pool.
+    """
+    def one(b):
         logits, _ = model.forward(b.input_ids, b.attention_mask, b.token_type_ids, training=False,
                                   masked_positions=b.mask_positions)
         loss, _ = mlm_cross_entropy(logits, b.target_ids, b.mask_positions)
         n = int(b.mask_positions.sum())
-        total_loss += loss * n
-        correct += int((logits.argmax(-1) == b.target_ids[b.mask_positions]).sum())
-        count += n
+        return loss * n, int((logits.argmax(-1) == b.target_ids[b.mask_positions]).sum()), n
+
+    parts = list(pool.map(one, batches)) if pool is not None else [one(b) for b in batches]
+    total_loss = sum(p[0] for p in parts)
+    correct = sum(p[1] for p in parts)
+    count = sum(p[2] for p in parts)
     mean = total_loss / max(count, 1)
     return {"valid_loss": mean, "valid_masked_acc": correct / max(count, 1),
             "valid_perplexity": float(math.exp(min(mean, 50.0))), "valid_masked_tokens": count}
@@ -387,7 +393,9 @@ class Trainer:
             self._tb.close()
 
     def evaluate(self) -> dict:
-        return evaluate_mlm(self.model, self.valid)
+        # the training threads' pool evaluates batches in parallel: with BLAS limited to one thread per worker,
+        # a serial evaluation would leave a core idle
+        return evaluate_mlm(self.model, self.valid, self.worker.pool)
 
     def train(self) -> dict:
         """Run until max_steps or max_minutes; returns a summary. Ctrl-C saves a checkpoint and returns."""
