@@ -27,16 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.parameters import ParameterStore
-from .optimizer import AdamW, decay_mask
-
-
-def _check_buffers(name: str, params_flat: np.ndarray, mask: np.ndarray) -> None:
-    if params_flat.ndim != 1:
-        raise ValueError(f"{name} works on the flat parameter buffer (model.store.flat); got an array of shape "
-                         f"{params_flat.shape}")
-    if mask.shape != params_flat.shape:
-        raise ValueError(f"decay_mask shape {mask.shape} != params shape {params_flat.shape}; build it with "
-                         f"optimizer.decay_mask(model.store)")
+from .optimizer import AdamW, check_buffers, decay_mask
 
 
 # ================================================================================================================
@@ -52,7 +43,7 @@ class Lion:
     def __init__(self, params_flat: np.ndarray, decay_mask: np.ndarray, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.1,
                  lr_scale: np.ndarray | None = None):
-        _check_buffers("Lion", params_flat, decay_mask)
+        check_buffers("Lion", params_flat, decay_mask)
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"Lion betas must lie in [0, 1); got {betas}")
         self.params = params_flat

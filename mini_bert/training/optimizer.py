@@ -31,6 +31,16 @@ def clip_grad_norm(grads_flat: np.ndarray, max_norm: float) -> float:
     return norm
 
 
+def check_buffers(name: str, params_flat: np.ndarray, mask: np.ndarray) -> None:
+    """An optimizer works on the flat parameter buffer with a decay mask aligned to it; say so clearly if not."""
+    if params_flat.ndim != 1:
+        raise ValueError(f"{name} works on the flat parameter buffer (model.store.flat); got an array of shape "
+                         f"{params_flat.shape}")
+    if mask.shape != params_flat.shape:
+        raise ValueError(f"decay_mask shape {mask.shape} != params shape {params_flat.shape}; build it with "
+                         f"optimizer.decay_mask(model.store)")
+
+
 class AdamW:
     """AdamW on one flat buffer. `lr_scale` (optional, aligned with the buffer) gives per-parameter learning-rate
     multipliers, e.g. layer-wise LR decay."""
@@ -40,10 +50,7 @@ class AdamW:
     def __init__(self, params_flat: np.ndarray, decay_mask: np.ndarray, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.01,
                  lr_scale: np.ndarray | None = None):
-        if params_flat.ndim != 1:
-            raise ValueError("AdamW works on the flat parameter buffer (model.store.flat)")
-        if decay_mask.shape != params_flat.shape:
-            raise ValueError(f"decay_mask shape {decay_mask.shape} != params shape {params_flat.shape}")
+        check_buffers("AdamW", params_flat, decay_mask)
         self.params = params_flat
         self.lr, self.beta1, self.beta2, self.eps, self.weight_decay = lr, betas[0], betas[1], eps, weight_decay
         dtype = params_flat.dtype
