@@ -106,6 +106,7 @@ class TrainingConfig(_Strict):
     eval_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     keep_last: int = Field(2, ge=1)                     # step checkpoints kept besides `best`
+    keep_every: int = Field(0, ge=0)                    # also keep every checkpoint at a multiple of N steps (0: off)
     log_every: int = Field(10, ge=1)
     seed: int = 0
     output_dir: str = "runs/default"

@@ -470,3 +470,17 @@ def test_selftest_command_passes():
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "selftest passed" in r.stdout
+
+
+def test_prune_keeps_the_last_k_and_the_history_multiples(tmp_path):
+    from mini_bert.training.checkpointing import list_step_checkpoints, prune_checkpoints
+
+    for step in (100, 200, 300, 400, 500, 600):
+        d = tmp_path / f"step_{step:07d}"
+        d.mkdir()
+        (d / "trainer_state.json").write_text("{}")
+    prune_checkpoints(tmp_path, keep_last=2, keep_every=200)
+    assert [p.name for p in list_step_checkpoints(tmp_path)] == [
+        "step_0000200", "step_0000400", "step_0000500", "step_0000600"]
+    prune_checkpoints(tmp_path, keep_last=1)
+    assert [p.name for p in list_step_checkpoints(tmp_path)] == ["step_0000600"]

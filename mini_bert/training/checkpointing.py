@@ -221,9 +221,13 @@ def load_model_and_tokenizer(path: str | Path):
     return ck.model, ck.tokenizer
 
 
-def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` step checkpoints (best/ is separate and kept)."""
+def prune_checkpoints(run_dir: str | Path, keep_last: int, keep_every: int = 0) -> None:
+    """Delete all but the newest `keep_last` step checkpoints (best/ is separate and kept). With keep_every > 0,
+    checkpoints at multiples of keep_every steps are kept too: the history that weight-evolution and attention-over-
+    training analyses read."""
     for p in list_step_checkpoints(run_dir)[:-keep_last]:
+        if keep_every and int(p.name[len(STEP_PREFIX):]) % keep_every == 0:
+            continue
         shutil.rmtree(p, ignore_errors=True)
 
 

@@ -349,7 +349,7 @@ class Trainer:
         path = self.run_dir / (name or f"step_{self.state['step']:07d}")
         save_checkpoint(path, self.cfg, self.model, self.tokenizer, self.optimizer, self._trainer_state())
         if name is None:
-            prune_checkpoints(self.run_dir, self.cfg.training.keep_last)
+            prune_checkpoints(self.run_dir, self.cfg.training.keep_last, self.cfg.training.keep_every)
         return path
 
     def _open_logs(self):
