@@ -82,9 +82,7 @@ def parameter_specs(cfg: ModelConfig) -> list[ParamSpec]:
 def layer_of(name: str) -> int | None:
     """Encoder layer index of a parameter name (`W1_2` -> 2), None for embeddings and heads."""
     head, _, tail = name.rpartition("_")
-    if tail.isdigit() and head and not name.startswith(("E_", "b_decoder")):
-        return int(tail)
-    return None
+    return int(tail) if head and tail.isdigit() else None
 
 
 class ParameterStore:
