@@ -55,6 +55,7 @@ from mini_bert.core.parameters import parameter_specs
 from mini_bert.reference.torch_bert import TorchMiniBERT
 from mini_bert.training.checkpointing import CheckpointError, load_checkpoint
 from mini_bert.training.scheduler import lr_at
+from mini_bert.utils.allocator import keep_freed_memory
 from mini_bert.training.trainer import TrainingDiverged, evaluate_mlm, prepare_data
 
 DECAYED_KINDS = ("matrix", "embedding")      # as mini_bert.training.optimizer.decay_mask
@@ -306,6 +307,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # the process setting `minibert` uses; it applies to both sides (PyTorch allocates through malloc too)
+    keep_freed_memory()
     overrides = list(args.overrides)
     for flag, key in (("max_minutes", "training.max_minutes"), ("max_steps", "training.max_steps")):
         if getattr(args, flag) is not None:

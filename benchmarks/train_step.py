@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from mini_bert.utils.allocator import keep_freed_memory
+
 
 def numpy_step_fn(cfg, batch, threads: int, analysis_every: int = 0):
     from threadpoolctl import threadpool_limits
@@ -27,6 +29,7 @@ def numpy_step_fn(cfg, batch, threads: int, analysis_every: int = 0):
     model = MiniBERT(cfg, seed=0)
     worker = GradientWorker(model, threads, seed=0)
     opt = AdamW(model.store.flat, decay_mask(model.store), lr=1e-4)
+    opt.use_threads(worker.pool, worker.threads)      # as the trainer does
     limits = threadpool_limits(1 if threads > 1 else os.cpu_count())
     monitor = None
     if analysis_every:
@@ -90,6 +93,8 @@ def main() -> None:
                     help="also time a NumPy step with in-training analysis every N steps (the overhead)")
     ap.add_argument("overrides", nargs="*", help="model settings, e.g. activation=gelu norm_position=pre")
     args = ap.parse_args()
+    # the process setting `minibert` uses; it applies to both sides (PyTorch allocates through malloc too)
+    keep_freed_memory()
     cfg = ModelConfig(**parse_overrides([o if o.startswith("model.") else "model." + o
                                          for o in args.overrides]).get("model", {}))
     rng = np.random.default_rng(0)
@@ -110,8 +115,9 @@ def main() -> None:
         print("PyTorch not installed: timing NumPy only (pip install 'mini-bert[reference]')")
     times = {k: [] for k in runners}
     with limits:
-        for name, fn in runners.items():   # warm-up
-            fn()
+        for _ in range(3):                 # warm-up: the first steps also fill malloc's free lists
+            for name, fn in runners.items():
+                fn()
         for _ in range(args.repeats):
             for name, fn in runners.items():
                 t0 = time.perf_counter()

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .utils.allocator import keep_freed_memory
+
+    keep_freed_memory()          # large NumPy temporaries reuse freed memory instead of fresh pages (see there)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .attention import attention_backward
 from .embeddings import bert_embeddings_backward
-from .layers import ffn_backward, layer_norm_backward, linear_backward
+from .layers import ffn_backward, layer_norm_backward, linear_backward, linear_backward_transposed
 from .math_ops import (ACTIVATION_BACKWARD, cross_entropy_backward, cross_entropy_forward, dropout_backward,
                        tanh_backward)
 from .parameters import ParameterStore
@@ -75,11 +75,13 @@ class MiniBERTGradients:
         model, G, P = self.model, self.store.blocks, self.model.store.blocks
         cfg, head = model.config, cache["mlm_head"]
         tied = cfg.tie_word_embeddings
-        W_dec = P["E_token"].T if tied else P["W_decoder"]
-        dt, dW_dec, db_dec = linear_backward(grad_logits, head["t"], W_dec)
         if tied:
-            G["E_token"] += dW_dec.T                               # the decoder's share of the tied embedding
+            # logits = t E_token^T + b: the decoder's share of the tied embedding, dlogits^T t (V, D), is formed in
+            # E_token's own layout; forming t^T dlogits (D, V) and adding its transpose was 1.5x slower
+            dt, dE, db_dec = linear_backward_transposed(grad_logits, head["t"], P["E_token"])
+            G["E_token"] += dE
         else:
+            dt, dW_dec, db_dec = linear_backward(grad_logits, head["t"], P["W_decoder"])
             G["W_decoder"] += dW_dec
         G["b_decoder"] += db_dec
         dt, dg, db = layer_norm_backward(dt, head["ln"])

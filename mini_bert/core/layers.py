@@ -44,6 +44,20 @@ def linear_backward(dy, x, W):
     return dx, dW, db
 
 
+def linear_backward_transposed(dy, x, Wt):
+    """Backward of y = x @ Wt^T + b for a weight stored transposed, Wt: (out, in), like the tied decoder's
+    E_token (V, D) (guide, section "MLM head and tied decoder").
+
+    The Linear rule with W = Wt^T: dx = dy @ Wt, dWt = dW^T = dy^T x (summed over rows), db = sum dy.
+    Returns (dx, dWt, db), dWt in Wt's (out, in) layout.
+    """
+    dy2 = _rows(dy)
+    dx = (dy2 @ Wt).reshape(*dy.shape[:-1], Wt.shape[1])
+    dWt = dy2.T @ _rows(x)
+    db = dy2.sum(axis=0)
+    return dx, dWt, db
+
+
 # --------------------------------------------------------------------------------------------------------------
 # LayerNorm
 

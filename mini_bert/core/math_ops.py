@@ -4,7 +4,8 @@ Shapes: any leading shape `...`; softmax-like ops act on the last axis.
 Convention: `dX` always means dLoss/dX and has X's shape. Each `*_backward` docstring names the section of
 docs/MATHEMATICAL_GUIDE.md that derives it.
 
-Only the NumPy API that CuPy also implements is used here (plus `erf`, which CuPy has in cupyx.scipy.special),
+Only the NumPy API that CuPy also implements is used here (plus scipy's `erf` for float64, which CuPy has in cupyx.scipy.special;
+float32 computes it from multiply-adds),
 so an array module with the same API can stand in for NumPy later.
 """
 
@@ -83,14 +84,56 @@ def relu_backward(dy, x):
     return dy * (x > 0)
 
 
+# Phi(x) ~ 1/2 + x A(x^2) / B(x^2) for float32 (coefficients from scripts/fit_gelu_cdf.py, which derives them).
+# Max |error| 2.1e-7 on [-10, 10] in float32 arithmetic (float32's spacing near 1 is 6e-8 below, 1.2e-7 above);
+# beyond |x| = 4 sqrt 2, Phi rounds to 0 or 1 in float32, so x is clipped there.
+_CDF_NUM = (3.989422860e-01, 3.264043889e-02, 4.802098726e-03, 1.695975519e-04, 8.460909232e-06, 5.289240732e-08,
+            -7.565378645e-11)
+_CDF_DEN = (1.000000000e+00, 2.484842242e-01, 2.845086074e-02, 1.931280203e-03, 8.184124696e-05, 2.002323820e-06)
+_CDF_CLIP = 4.0 * _SQRT_2
+
+
+def _polyval_inplace(coefs, s):
+    """sum_k coefs[k] s^k by Horner's rule, in one new buffer."""
+    acc = s * s.dtype.type(coefs[-1])
+    acc += s.dtype.type(coefs[-2])
+    for c in coefs[-3::-1]:
+        acc *= s
+        acc += s.dtype.type(c)
+    return acc
+
+
+def normal_cdf(x):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF.
+
+    float64 (and any dtype but float32) uses scipy's erf, exact to rounding: the gradient checks run there.
+    float32 evaluates a rational function of x^2 with vectorised multiply-adds, 5-7x faster than scipy's scalar
+    erf loop and within 2.1e-7 of the exact value (tests/test_math_ops.py checks the bound).
+    """
+    if x.dtype != np.float32:
+        cdf = erf(x * x.dtype.type(1.0 / _SQRT_2))
+        cdf += 1.0
+        cdf *= 0.5
+        return cdf
+    xc = np.clip(x, -_CDF_CLIP, _CDF_CLIP)                          # (...,)
+    s = xc * xc                                                     # x^2
+    cdf = _polyval_inplace(_CDF_NUM, s)                             # A(x^2)
+    cdf /= _polyval_inplace(_CDF_DEN, s)                            # A / B
+    cdf *= xc
+    cdf += np.float32(0.5)
+    # In the tails 1/2 + (-1/2 + tiny) cancels to within a float32 step (3e-8) of Phi, either side: keep Phi in
+    # [0, 1], and make it exactly 0 past the clip, so that GELU(x) -> 0 for very negative x instead of ~3e-8 x.
+    np.clip(cdf, 0.0, 1.0, out=cdf)
+    cdf *= x > np.float32(-_CDF_CLIP)
+    return cdf
+
+
 def gelu_forward(x):
     """Exact GELU, y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as in the original BERT checkpoints.
 
-    In place where possible: this runs on the largest activations of the model, (B, T, F).
+    This runs on the largest activations of the model, (B, T, F); see `normal_cdf` for how Phi is computed.
     """
-    cdf = erf(x * x.dtype.type(1.0 / _SQRT_2))                     # erf(x / sqrt 2), then Phi(x) in place
-    cdf += 1.0
-    cdf *= 0.5
+    cdf = normal_cdf(x)
     return x * cdf, (x, cdf)
 
 

@@ -61,32 +61,46 @@ class AdamW:
         self.t = 0
         self._buf = np.empty_like(params_flat)   # reused every step: no large temporaries
         self._buf2 = np.empty_like(params_flat)
+        self.pool, self._ranges = None, [slice(None)]
+
+    def use_threads(self, pool, threads: int) -> None:
+        """Run the update on `threads` contiguous ranges of the buffer in `pool` (a concurrent.futures executor).
+        Every operation is elementwise, so the result is identical; the trainer passes its gradient workers."""
+        bounds = np.linspace(0, self.params.shape[0], max(1, threads) + 1).astype(int)
+        self.pool = pool if threads > 1 else None
+        self._ranges = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])] if self.pool else [slice(None)]
 
     def step(self, grads_flat: np.ndarray, lr: float | None = None) -> None:
         lr = self.lr if lr is None else lr
         self.t += 1
-        b1, b2 = self.beta1, self.beta2
-        m, v, buf, buf2, dt = self.m, self.v, self._buf, self._buf2, self.params.dtype.type
+        bc1, bc2 = 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t       # bias corrections
+        if self.pool is None:
+            self._update(slice(None), grads_flat, lr, bc1, bc2)
+        else:
+            list(self.pool.map(lambda r: self._update(r, grads_flat, lr, bc1, bc2), self._ranges))
+
+    def _update(self, r: slice, grads_flat: np.ndarray, lr: float, bc1: float, bc2: float) -> None:
+        """The AdamW update of the range r of the buffer (guide, section "AdamW")."""
+        b1, b2, dt = self.beta1, self.beta2, self.params.dtype.type
+        g, m, v, buf, buf2, params = grads_flat[r], self.m[r], self.v[r], self._buf[r], self._buf2[r], self.params[r]
         m *= dt(b1)
-        m += dt(1.0 - b1) * grads_flat                                # m = b1 m + (1 - b1) g
-        np.multiply(grads_flat, grads_flat, out=buf)
+        m += dt(1.0 - b1) * g                                         # m = b1 m + (1 - b1) g
+        np.multiply(g, g, out=buf)
         buf *= dt(1.0 - b2)
         v *= dt(b2)
         v += buf                                                      # v = b2 v + (1 - b2) g^2
-        bc1 = 1.0 - b1 ** self.t
-        bc2 = 1.0 - b2 ** self.t
         # buf = m_hat / (sqrt(v_hat) + eps) = (m / bc1) / (sqrt(v) / sqrt(bc2) + eps)
         np.sqrt(v, out=buf)
         buf *= dt(1.0 / np.sqrt(bc2))
         buf += dt(self.eps)
         np.divide(m, buf, out=buf)
         buf *= dt(1.0 / bc1)
-        np.multiply(self.decay, self.params, out=buf2)                # decoupled weight decay
+        np.multiply(self.decay[r], params, out=buf2)                  # decoupled weight decay
         buf += buf2
         if self.lr_scale is not None:
-            buf *= self.lr_scale
+            buf *= self.lr_scale[r]
         buf *= dt(lr)
-        self.params -= buf
+        params -= buf
 
     def state_dict(self) -> dict:
         return {"m": self.m.copy(), "v": self.v.copy(), "t": self.t}

@@ -223,31 +223,34 @@ class GradientWorker:
         self.rngs = [np.random.default_rng([seed, 1 + i]) for i in range(self.threads)]
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
-    def _part(self, i, part):
+    def _part(self, i, part, share):
         g = self.thread_grads[i]
         g.zero_gradients()
         logits, cache = self.model.forward(part.input_ids, part.attention_mask, part.token_type_ids, training=True,
                                            masked_positions=part.mask_positions, rng=self.rngs[i])
         loss, dlogits = mlm_cross_entropy(logits, part.target_ids, part.mask_positions)
+        if share != 1.0:
+            # the block's loss is a mean over its n_i masked tokens, the batch's over all N: weighting the block's
+            # gradient by n_i / N here makes the blocks' gradients simply add up
+            dlogits *= dlogits.dtype.type(share)
         g.backward_from_logits(dlogits, cache)
-        return loss, int(part.mask_positions.sum()), cache
+        return loss, cache
 
     def loss_and_gradients(self, batch) -> tuple[float, dict]:
         """Mean masked-token loss of the batch; its gradient is left in `self.grads`. Returns (loss, first cache)."""
         parts = split_batch(batch, self.threads)
+        counts = [int(p.mask_positions.sum()) for p in parts]
+        n_total = sum(counts)
+        shares = [n / n_total for n in counts]
         if self.pool is None or len(parts) == 1:
-            results = [self._part(0, parts[0])]
+            results = [self._part(0, parts[0], 1.0)]
         else:
-            results = list(self.pool.map(self._part, range(len(parts)), parts))
-        n_total = sum(n for _, n, _ in results)
-        # the loss is a mean over all masked positions: weight each block's mean by its share
-        loss = sum(l * n for l, n, _ in results) / n_total
+            results = list(self.pool.map(self._part, range(len(parts)), parts, shares))
+        loss = sum(l * w for (l, _), w in zip(results, shares))       # the mean over all masked positions
         g0 = self.grads.flat
-        if len(results) > 1:
-            g0 *= g0.dtype.type(results[0][1] / n_total)
-            for (_, n, _), g in zip(results[1:], self.thread_grads[1:]):
-                g0 += g.flat * g0.dtype.type(n / n_total)
-        return loss, results[0][2]
+        for g in self.thread_grads[1:len(results)]:
+            g0 += g.flat
+        return loss, results[0][1]
 
     def close(self) -> None:
         if self.pool is not None:
@@ -284,6 +287,8 @@ class Trainer:
         self.worker = GradientWorker(self.model, t.threads, t.seed)
         self.threads = self.worker.threads
         self.optimizer = build_optimizer(self.model, cfg)
+        if hasattr(self.optimizer, "use_threads"):      # AdamW's update is elementwise: split it like the batch
+            self.optimizer.use_threads(self.worker.pool, self.threads)
         self.agc = (AdaptiveGradientClipper(self.model.store.flat, self.model.store, clip=t.agc_clip)
                     if t.agc_clip > 0 else None)
         self.masking = adaptive_masking(cfg)
@@ -402,6 +407,9 @@ class Trainer:
         from threadpoolctl import threadpool_limits
         from tqdm import tqdm
 
+        from ..utils.allocator import keep_freed_memory
+
+        keep_freed_memory()      # about 15% off a step: temporaries stop costing page faults (utils/allocator.py)
         t = self.cfg.training
         self._open_logs()
         interrupted = {"flag": False}
