@@ -270,3 +270,20 @@ def test_masked_path_equals_full_logits_at_masked_positions():
     lm, cm = model.forward(inp, am, tt, masked_positions=pos)
     g_masked.backward_from_logits(mlm_cross_entropy(lm, tgt, pos)[1], cm)
     np.testing.assert_allclose(g_masked.flat, g_full.flat, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_copied_model_keeps_its_views_on_its_own_buffer(how):
+    import copy
+    import pickle
+
+    model = MiniBERT(ModelConfig(vocab_size=50, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16,
+                                 max_position_embeddings=16), seed=0)
+    twin = pickle.loads(pickle.dumps(model)) if how == "pickle" else copy.deepcopy(model)
+    np.testing.assert_array_equal(twin.store.flat, model.store.flat)
+    twin.store.flat[...] = 7.0                          # writing the buffer writes every view, fused ones included
+    assert all(np.all(v == 7.0) for v in twin.params.values())
+    assert not np.any(model.store.flat == 7.0)          # and leaves the original alone
+    grads = MiniBERTGradients(twin)
+    grads.flat[...] = 1.0
+    assert all(np.all(g == 1.0) for g in grads.gradients.values())

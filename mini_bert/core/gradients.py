@@ -48,8 +48,15 @@ class MiniBERTGradients:
     def __init__(self, model):
         self.model = model
         self.store = ParameterStore(model.store.specs, model.dtype)
-        self.gradients = self.store.views     # same public names as model.params
-        self.flat = self.store.flat
+
+    @property
+    def gradients(self) -> dict[str, np.ndarray]:
+        """Named views of the gradient buffer, under the same public names as model.params."""
+        return self.store.views
+
+    @property
+    def flat(self) -> np.ndarray:
+        return self.store.flat
 
     def zero_gradients(self) -> None:
         self.store.zero()

@@ -41,12 +41,16 @@ class MiniBERT:
         self.config = config
         self.dtype = np.dtype(config.dtype)
         self.store = ParameterStore(parameter_specs(config), self.dtype)
-        self.params = self.store.views          # public named views: model.params["W_Q_0"]
         self.rng = np.random.default_rng(seed)  # dropout noise; its state is saved in checkpoints
         self.init_weights(np.random.default_rng(seed))
 
     # ----------------------------------------------------------------------------------------------------------
     # Parameters
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Public named views of the flat buffer: model.params["W_Q_0"] (writing into one writes the buffer)."""
+        return self.store.views
 
     def init_weights(self, rng: np.random.Generator) -> None:
         """BERT's scheme: weights and embeddings ~ N(0, initializer_range^2), biases 0, LayerNorm gains 1."""

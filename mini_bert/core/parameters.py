@@ -91,12 +91,24 @@ class ParameterStore:
     def __init__(self, specs: list[ParamSpec], dtype):
         self.specs = specs
         self.dtype = np.dtype(dtype)
-        self.flat = np.zeros(sum(s.size for s in specs), dtype=self.dtype)
+        self._build_views(np.zeros(sum(s.size for s in specs), dtype=self.dtype))
+
+    # Pickling (and copy.deepcopy) would copy every view into an array of its own, silently cutting it off from
+    # `flat`; a store is therefore saved as its buffer alone, and the views are rebuilt on it when loaded.
+    def __getstate__(self) -> dict:
+        return {"specs": self.specs, "dtype": self.dtype, "flat": self.flat}
+
+    def __setstate__(self, state: dict) -> None:
+        self.specs, self.dtype = state["specs"], state["dtype"]
+        self._build_views(state["flat"])
+
+    def _build_views(self, flat: np.ndarray) -> None:
+        self.flat = flat
         self.blocks: dict[str, np.ndarray] = {}    # buffer blocks, fused ones included: what the math uses
         self.views: dict[str, np.ndarray] = {}     # public names: what users, checkpoints and tools see
         self.slices: dict[str, slice] = {}          # where each block lies in `flat`
         offset = 0
-        for s in specs:
+        for s in self.specs:
             block = self.flat[offset:offset + s.size].reshape(s.shape)
             self.blocks[s.name] = block
             self.slices[s.name] = slice(offset, offset + s.size)
