@@ -82,6 +82,17 @@ def test_run_sst2_restores_the_model_and_reports_seeds(tok):
     json.dumps(result)
 
 
+def test_parallel_fine_tuning_gives_the_same_numbers(tok):
+    model = tiny_model(tok.vocab_size)
+    kwargs = dict(epochs=1, seeds=[0, 1], log=None, batch_size=4, bag_of_words=False)
+    serial = run_sst2(model, tok, TEXTS, LABELS, TEXTS, LABELS, **kwargs)
+    before = model.store.flat.copy()
+    parallel = run_sst2(model, tok, TEXTS, LABELS, TEXTS, LABELS, n_jobs=2, **kwargs)
+    np.testing.assert_array_equal(model.store.flat, before)
+    for key in ("pretrained", "random_init"):
+        assert [r["history"] for r in parallel[key]["runs"]] == [r["history"] for r in serial[key]["runs"]]
+
+
 def test_labels_outside_the_model_classes_are_rejected(tok):
     model = tiny_model(tok.vocab_size)
     seqs = encode_for_classification(tok, TEXTS[:2], 16)

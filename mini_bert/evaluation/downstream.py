@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -221,21 +223,45 @@ def bag_of_words_baseline(train_texts, train_labels, dev_texts, dev_labels, seed
 # The experiment
 
 
+# What every fine-tuning run of one `run_sst2` call shares: set in this process, or in each worker process.
+_JOB_CONTEXT: dict = {}
+
+
+def _set_job_context(context: dict) -> None:
+    _JOB_CONTEXT.update(context)
+
+
+def _finetune_job(arm: str, seed: int) -> dict:
+    """One fine-tuning run: "pretrained" starts from the checkpoint's weights with a fresh head drawn from `seed`,
+    "random_init" from a new model of the same config (initialised from 10,000 + seed)."""
+    c = _JOB_CONTEXT
+    if arm == "pretrained":
+        model = c["model"]
+        model.store.flat[...] = c["initial"]
+        reset_classifier_head(model, np.random.default_rng(seed))
+    else:
+        model = MiniBERT(c["model"].config, seed=10_000 + seed)
+    run = finetune_classifier(model, *c["data"], epochs=c["epochs"], seed=seed, log=c["log"], **c["kwargs"])
+    return {"seed": seed, **run}
+
+
 def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs: int = 3,
              seeds=(0, 1, 2), random_init: bool = True, bag_of_words: bool = True, log=print,
-             dropout: float | None = 0.1, **finetune_kwargs) -> dict:
+             dropout: float | None = 0.1, n_jobs: int = 1, **finetune_kwargs) -> dict:
     """Fine-tune `model` once per seed (each from the same starting weights), plus the baselines.
 
     `dropout` (BERT's 0.1 by default) is used for fine-tuning whatever the pretraining used — the default
-    pretraining recipe has none; None keeps the checkpoint's own. The model is left with its original weights
-    and config. Returns a JSON-serialisable dict (see the module docstring).
+    pretraining recipe has none; None keeps the checkpoint's own. `n_jobs` > 1 runs the fine-tunings (seeds x
+    {pretrained, random init}) in that many processes, for machines with more cores; the numbers are the same.
+    The model is left with its original weights and config. Returns a JSON-serialisable dict (see the module
+    docstring).
     """
     if dropout is not None:
         saved = (model.config.dropout, model.config.attention_dropout)
         model.config.dropout = model.config.attention_dropout = dropout
         try:
             return run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs, seeds,
-                            random_init, bag_of_words, log, None, **finetune_kwargs)
+                            random_init, bag_of_words, log, None, n_jobs, **finetune_kwargs)
         finally:
             model.config.dropout, model.config.attention_dropout = saved
     seeds = list(seeds)
@@ -255,26 +281,32 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
         result["bag_of_words"] = bag_of_words_baseline(train_texts, train_labels, dev_texts, dev_labels)
         log(f"  bag-of-words (uni+bigrams): dev acc {result['bag_of_words']['dev_accuracy']:.4f}")
 
-    initial = model.store.flat.copy()
-    runs = []
-    for seed in seeds:
-        log(f"  pretrained, seed {seed}:")
-        model.store.flat[...] = initial
-        reset_classifier_head(model, np.random.default_rng(seed))
-        run = finetune_classifier(model, train_seqs, train_labels, dev_seqs, dev_labels, epochs=epochs, seed=seed,
-                                  log=log, **finetune_kwargs)
-        runs.append({"seed": seed, **run})
-    model.store.flat[...] = initial
-    result["pretrained"] = _summary(runs)
-    if random_init:
-        runs = []
-        for seed in seeds:
-            log(f"  random init, seed {seed}:")
-            baseline = MiniBERT(model.config, seed=10_000 + seed)
-            run = finetune_classifier(baseline, train_seqs, train_labels, dev_seqs, dev_labels, epochs=epochs,
-                                      seed=seed, log=log, **finetune_kwargs)
-            runs.append({"seed": seed, **run})
-        result["random_init"] = _summary(runs)
+    arms = ["pretrained"] + (["random_init"] if random_init else [])
+    context = {"model": model, "initial": model.store.flat.copy(), "epochs": epochs, "kwargs": finetune_kwargs,
+               "data": (train_seqs, train_labels, dev_seqs, dev_labels)}
+    jobs = [(arm, seed) for arm in arms for seed in seeds]
+    try:
+        if n_jobs <= 1:
+            _set_job_context({**context, "log": log})
+            runs = []
+            for arm, seed in jobs:
+                log(f"  {arm.replace('_', ' ')}, seed {seed}:")
+                runs.append(_finetune_job(arm, seed))
+        else:
+            # each run is independent and seeded, so the processes compute exactly what one process would
+            log(f"  {len(jobs)} fine-tuning runs in {min(n_jobs, len(jobs))} processes (one BLAS thread each)")
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(n_jobs, len(jobs)), mp_context=ctx, initializer=_set_job_context,
+                                     initargs=({**context, "log": None},)) as pool:
+                runs = list(pool.map(_finetune_job, *zip(*jobs)))
+            for (arm, seed), run in zip(jobs, runs):
+                log(f"  {arm.replace('_', ' ')}, seed {seed}: dev acc {run['dev_accuracy']:.4f} "
+                    f"(best at step {run['best_step']} of {run['steps']})")
+    finally:
+        model.store.flat[...] = context["initial"]
+        _JOB_CONTEXT.clear()
+    for arm in arms:
+        result[arm] = _summary([run for (a, _), run in zip(jobs, runs) if a == arm])
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -334,9 +366,11 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int = 3, max
 
 
 def _run_cli(args) -> int:
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1 (the number of fine-tuning processes); got {args.jobs}")
     result = finetune_sst2_checkpoint(args.checkpoint, data_dir=args.data_dir, epochs=args.epochs,
                                       max_samples=args.max_samples, seeds=parse_seeds(args.seeds),
-                                      output=args.output, lr=args.lr, batch_size=args.batch_size)
+                                      output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs)
     print(format_sst2_table(result))
     if args.output:
         print(f"\nwrote {args.output}")
@@ -353,6 +387,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run the fine-tunings in N processes (machines with more cores; same numbers)")
     p.add_argument("--output", default=None, help="write the result as JSON here")
     p.add_argument("--data-dir", default=None, help="data root (default: $MINIBERT_DATA_DIR or ../shared/data)")
     p.set_defaults(func=_run_cli)
