@@ -79,8 +79,10 @@ def attention_backward(dout, cache, W_QKV, W_O):
     dA = dC @ V.transpose(0, 1, 3, 2)                              # (B, H, T, T)
     if cache["attention_dropout_mask"] is not None:
         dA *= cache["attention_dropout_mask"]
-    # softmax backward in place: dS = A * (dA - sum(dA * A)); the mask bias is a constant, it gets no gradient
-    s = (dA * A).sum(axis=-1, keepdims=True)                      # (B, H, T, 1)
+    # softmax backward in place: dS = A * (dA - rowsum(A * dA)); the mask bias is a constant, it gets no gradient.
+    # rowsum(A * dA) = rowsum(dC * C) (guide, section "Attention", step 5): a sum over d, not over the T keys
+    C = split_heads(cache["context"], H)                           # (B, H, T, d), a view
+    s = (dC * C).sum(axis=-1, keepdims=True)                       # (B, H, T, 1)
     dA -= s
     dA *= A
     dA *= scale                                                    # S = scale Q K^T

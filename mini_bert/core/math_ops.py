@@ -49,10 +49,11 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
         raise ValueError("cross-entropy over zero rows: no position was selected (is any token masked?)")
     m = logits.max(axis=-1, keepdims=True)                        # (N, 1)
     z = logits - m
-    sumexp = np.exp(z).sum(axis=-1, keepdims=True)               # (N, 1)
-    log_probs_target = z[np.arange(len(targets)), targets] - np.log(sumexp[:, 0])
-    loss = float(-log_probs_target.mean())
-    probs = np.exp(z - np.log(sumexp))                           # (N, V)
+    z_target = z[np.arange(len(targets)), targets]                # (N,)
+    probs = np.exp(z, out=z)                                      # (N, V), in z's memory: exp once
+    sumexp = probs.sum(axis=-1, keepdims=True)                    # (N, 1)
+    loss = float(np.mean(np.log(sumexp[:, 0]) - z_target))       # mean of logsumexp(z) - z[t]
+    probs /= sumexp
     return loss, probs
 
 
