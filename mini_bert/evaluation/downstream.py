@@ -241,7 +241,10 @@ def _finetune_job(arm: str, seed: int) -> dict:
         reset_classifier_head(model, np.random.default_rng(seed))
     else:
         model = MiniBERT(c["model"].config, seed=10_000 + seed)
-    run = finetune_classifier(model, *c["data"], epochs=c["epochs"], seed=seed, log=c["log"], **c["kwargs"])
+    log = c["log"]
+    if log == "labelled":               # a worker process: its lines interleave with the others', so name the run
+        log = lambda msg: print(f"[{arm.replace('_', ' ')}, seed {seed}] {msg.strip()}", flush=True)  # noqa: E731
+    run = finetune_classifier(model, *c["data"], epochs=c["epochs"], seed=seed, log=log, **c["kwargs"])
     return {"seed": seed, **run}
 
 
@@ -297,7 +300,7 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
             log(f"  {len(jobs)} fine-tuning runs in {min(n_jobs, len(jobs))} processes (one BLAS thread each)")
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(n_jobs, len(jobs)), mp_context=ctx, initializer=_set_job_context,
-                                     initargs=({**context, "log": None},)) as pool:
+                                     initargs=({**context, "log": "labelled" if log else None},)) as pool:
                 runs = list(pool.map(_finetune_job, *zip(*jobs)))
             for (arm, seed), run in zip(jobs, runs):
                 log(f"  {arm.replace('_', ' ')}, seed {seed}: dev acc {run['dev_accuracy']:.4f} "
