@@ -67,26 +67,33 @@ def attention_forward(x, W_QKV, b_QKV, W_O, b_O, num_heads, bias=None, dropout_p
     return out, cache
 
 
+def context_softmax_backward(dC, cache, dV_out):
+    """Steps 3 to 5 of the guide's attention backward (section "Attention"): back through C = A_drop V, the
+    attention dropout and the softmax. dC: (B, H, T, d). Writes dV into dV_out (B, H, T, d) and returns
+    dS (B, H, T, T), the gradient of the scores S before the scaling."""
+    A, A_drop, V = cache["attention_weights"], cache["A_drop"], cache["V"]
+    np.matmul(A_drop.transpose(0, 1, 3, 2), dC, out=dV_out)      # dV = A_drop^T dC
+    dA = dC @ V.transpose(0, 1, 3, 2)                              # (B, H, T, T)
+    if cache["attention_dropout_mask"] is not None:
+        dA *= cache["attention_dropout_mask"]
+    # softmax backward in place: dS = A * (dA - rowsum(A * dA)); the mask bias is a constant, it gets no gradient.
+    # rowsum(A * dA) = rowsum(dC * C) (step 5): a sum over the head size d, not over the T keys
+    C = split_heads(cache["context"], dC.shape[1])                 # (B, H, T, d), a view
+    dA -= (dC * C).sum(axis=-1, keepdims=True)
+    dA *= A
+    return dA
+
+
 def attention_backward(dout, cache, W_QKV, W_O):
     """Backward through attention (guide, section "Attention"). Returns (dx, dW_QKV, db_QKV, dW_O, db_O)."""
-    Q, K, V, A, A_drop, scale = (cache[k] for k in ("Q", "K", "V", "attention_weights", "A_drop", "scale"))
+    Q, K, scale = cache["Q"], cache["K"], cache["scale"]
     B, H, T, d = Q.shape
     D = H * d
     dcontext, dW_O, db_O = linear_backward(dout, cache["context"], W_O)   # (B, T, D)
     dC = np.ascontiguousarray(split_heads(dcontext, H))            # (B, H, T, d)
     dQKV = np.empty((3, B, H, T, d), dtype=Q.dtype)                # dQ, dK, dV written in place: no concatenate
-    np.matmul(A_drop.transpose(0, 1, 3, 2), dC, out=dQKV[2])       # dV = A_drop^T dC
-    dA = dC @ V.transpose(0, 1, 3, 2)                              # (B, H, T, T)
-    if cache["attention_dropout_mask"] is not None:
-        dA *= cache["attention_dropout_mask"]
-    # softmax backward in place: dS = A * (dA - rowsum(A * dA)); the mask bias is a constant, it gets no gradient.
-    # rowsum(A * dA) = rowsum(dC * C) (guide, section "Attention", step 5): a sum over d, not over the T keys
-    C = split_heads(cache["context"], H)                           # (B, H, T, d), a view
-    s = (dC * C).sum(axis=-1, keepdims=True)                       # (B, H, T, 1)
-    dA -= s
-    dA *= A
-    dA *= scale                                                    # S = scale Q K^T
-    dS = dA
+    dS = context_softmax_backward(dC, cache, dQKV[2])              # (B, H, T, T)
+    dS *= scale                                                    # S = scale Q K^T
     np.matmul(dS, K, out=dQKV[0])                                  # dQ = scale dS K
     np.matmul(dS.transpose(0, 1, 3, 2), Q, out=dQKV[1])            # dK = scale dS^T Q
     dqkv = dQKV.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * D)      # back to the (B, T, 3D) layout of qkv

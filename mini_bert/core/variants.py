@@ -27,7 +27,7 @@ import zlib
 import numpy as np
 
 from ..config import ModelConfig
-from .attention import merge_heads, split_heads
+from .attention import context_softmax_backward, merge_heads, split_heads
 from .embeddings import embedding_backward, embedding_forward
 from .gradients import MiniBERTGradients
 from .layers import linear_backward, linear_forward
@@ -217,7 +217,7 @@ def attention_variant_backward(dout, cache, params):
     Returns (dx, grads) with grads a dict named like `params`: W_QKV, b_QKV, W_O, b_O, and rel_bias_table, W_gate,
     b_gate when those variants are on.
     """
-    Q, K, V, A, A_drop, scale = (cache[k] for k in ("Q", "K", "V", "attention_weights", "A_drop", "scale"))
+    Q, K, scale = cache["Q"], cache["K"], cache["scale"]
     B, H, T, d = Q.shape
     D = H * d
     grads: dict[str, np.ndarray] = {}
@@ -227,13 +227,7 @@ def attention_variant_backward(dout, cache, params):
     dcontext, grads["W_O"], grads["b_O"] = linear_backward(dout, cache["context"], params["W_O"])
     dC = np.ascontiguousarray(split_heads(dcontext, H))                  # (B, H, T, d)
     dQKV = np.empty((3, B, H, T, d), dtype=Q.dtype)
-    np.matmul(A_drop.transpose(0, 1, 3, 2), dC, out=dQKV[2])             # dV = A_drop^T dC
-    dA = dC @ V.transpose(0, 1, 3, 2)                                    # (B, H, T, T)
-    if cache["attention_dropout_mask"] is not None:
-        dA *= cache["attention_dropout_mask"]
-    dA -= (dA * A).sum(axis=-1, keepdims=True)                           # softmax backward, in place:
-    dA *= A                                                              # dS = A * (dA - rowsum(dA * A))
-    dS = dA
+    dS = context_softmax_backward(dC, cache, dQKV[2])                    # dV, and dS before the scale
     if cache["rel"] is not None:                                         # S = ... + rel_bias: dbias = dS
         grads["rel_bias_table"] = relative_position_bias_backward(dS, cache["rel"])
     dS *= scale                                                          # S = scale Q K^T
