@@ -303,6 +303,7 @@ def commands(run: Path, out: Path) -> dict[str, list[str]]:
                                  "--repeats", "1", *TINY_MODEL],
         "memory_utils": ["-m", "mini_bert.utils.memory_utils", "--batch", "2", "--seq", "8", *TINY_MODEL],
         "fit_gelu_cdf": ["scripts/fit_gelu_cdf.py"],
+        "cupy_check": ["scripts/cupy_check.py"],
         "forward_pass": ["examples/basic_usage/forward_pass.py", "--hidden", "16"],
         "masked_prediction": ["examples/basic_usage/masked_prediction.py", "--checkpoint", str(run), "--text",
                               "carol buys [MASK] lemons"],
@@ -322,7 +323,8 @@ def commands(run: Path, out: Path) -> dict[str, list[str]]:
 
 EXPECTED_OUTPUT = {"analyze_training": "## Parameter updates", "analysis_report": "logit-lens accuracy", "interactive_explore": "[MASK] at position 3",
                    "performance_analysis": "layer0.attention.backward", "memory_utils": "optimizer_state",
-                   "forward_pass": "rows sum to", "fit_gelu_cdf": "math_ops.normal_cdf, float32: max |error|", "masked_prediction": "position 3:", "train_tiny_model": "step",
+                   "forward_pass": "rows sum to", "fit_gelu_cdf": "math_ops.normal_cdf, float32: max |error|",
+                   "cupy_check": "| MiniBERT forward + backward (MLM) | runs |", "masked_prediction": "position 3:", "train_tiny_model": "step",
                    "custom_config": "unknown key", "gradient_check_custom_op": "(OK)",
                    "rope_model": "E_pos gradient norm: 0.0",
                    "activation_checkpointing": "bit-identical: True", "masking_ratio_sweep": "0.50",

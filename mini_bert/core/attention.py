@@ -48,7 +48,7 @@ def attention_forward(x, W_QKV, b_QKV, W_O, b_O, num_heads, bias=None, dropout_p
     H, d = num_heads, D // num_heads
     qkv = linear_forward(x, W_QKV, b_QKV)                          # (B, T, 3D)
     # one copy puts Q, K and V head-major: (3, B, H, T, d), each (T, d) matrix contiguous for the matmuls
-    QKV = np.ascontiguousarray(qkv.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4))
+    QKV = np.ascontiguousarray(qkv.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4), like=qkv)
     Q, K, V = QKV[0], QKV[1], QKV[2]                               # (B, H, T, d) each
     scale = x.dtype.type(1.0 / np.sqrt(d))
     S = (Q * scale) @ K.transpose(0, 1, 3, 2)                      # (B, H, T, T); scaling Q is cheaper than S
@@ -90,8 +90,8 @@ def attention_backward(dout, cache, W_QKV, W_O):
     B, H, T, d = Q.shape
     D = H * d
     dcontext, dW_O, db_O = linear_backward(dout, cache["context"], W_O)   # (B, T, D)
-    dC = np.ascontiguousarray(split_heads(dcontext, H))            # (B, H, T, d)
-    dQKV = np.empty((3, B, H, T, d), dtype=Q.dtype)                # dQ, dK, dV written in place: no concatenate
+    dC = np.ascontiguousarray(split_heads(dcontext, H), like=dcontext)   # (B, H, T, d)
+    dQKV = np.empty((3, B, H, T, d), dtype=Q.dtype, like=Q)        # dQ, dK, dV written in place: no concatenate
     dS = context_softmax_backward(dC, cache, dQKV[2])              # (B, H, T, T)
     dS *= scale                                                    # S = scale Q K^T
     np.matmul(dS, K, out=dQKV[0])                                  # dQ = scale dS K

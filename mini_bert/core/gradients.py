@@ -27,8 +27,8 @@ def masked_cross_entropy(logits, target_ids, mask_positions):
     path: `model.forward(..., masked_positions=mask_positions)`). target_ids: (B, T) original ids.
     Returns (loss, grad_logits).
     """
-    mask_positions = np.asarray(mask_positions, dtype=bool)
-    targets = np.asarray(target_ids)[mask_positions]               # (N,)
+    mask_positions = np.asarray(mask_positions, dtype=bool, like=logits)
+    targets = np.asarray(target_ids, like=logits)[mask_positions]  # (N,)
     if logits.ndim == 3:
         if logits.shape[:2] != mask_positions.shape:
             raise ValueError(f"logits {logits.shape[:2]} and mask_positions {mask_positions.shape} disagree")
@@ -70,7 +70,7 @@ class MiniBERTGradients:
 
     def compute_classification_loss_and_gradients(self, logits, labels):
         """Mean cross-entropy of class logits (B, C) against labels (B,); returns (loss, dlogits)."""
-        labels = np.asarray(labels)
+        labels = np.asarray(labels, like=logits)
         loss, probs = cross_entropy_forward(logits, labels)
         return loss, cross_entropy_backward(probs, labels)
 
@@ -100,7 +100,7 @@ class MiniBERTGradients:
         G["b_mlm"] += db
         if "masked_index" in cache:                                # scatter the N rows back to (B, T, D)
             B, T = cache["input_ids"].shape
-            full = np.zeros((B * T, dh.shape[-1]), dtype=dh.dtype)
+            full = np.zeros((B * T, dh.shape[-1]), dtype=dh.dtype, like=dh)
             full[cache["masked_index"]] = dh                       # indices are unique: plain assignment
             dh = full.reshape(B, T, -1)
         self.backward_from_hidden(dh, cache)

@@ -102,9 +102,14 @@ class MiniBERT:
     # ----------------------------------------------------------------------------------------------------------
     # Input checks: a clear ValueError that names the problem and the limit.
 
+    def _as_array(self, a, dtype=None):
+        """`a` as an array of the parameters' array module (NEP 35 `like=`): NumPy normally; with the buffer on a
+        GPU array module such as CuPy, the inputs move there too."""
+        return np.asarray(a, dtype=dtype, like=self.store.flat)
+
     def _check_inputs(self, input_ids, attention_mask, token_type_ids):
         cfg = self.config
-        input_ids = np.asarray(input_ids)
+        input_ids = self._as_array(input_ids)
         if input_ids.ndim != 2:
             raise ValueError(
                 f"input_ids must have shape (batch, seq_len); got shape {input_ids.shape}. "
@@ -125,7 +130,7 @@ class MiniBERT:
             bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size - 1}]")
         if attention_mask is not None:
-            attention_mask = np.asarray(attention_mask)
+            attention_mask = self._as_array(attention_mask)
             if attention_mask.shape != input_ids.shape:
                 raise ValueError(
                     f"attention_mask has shape {attention_mask.shape}, expected {input_ids.shape} like input_ids"
@@ -133,7 +138,7 @@ class MiniBERT:
         if token_type_ids is None:
             token_type_ids = np.zeros_like(input_ids)
         else:
-            token_type_ids = np.asarray(token_type_ids)
+            token_type_ids = self._as_array(token_type_ids)
             if token_type_ids.shape != input_ids.shape:
                 raise ValueError(
                     f"token_type_ids has shape {token_type_ids.shape}, expected {input_ids.shape} like input_ids"
@@ -244,7 +249,7 @@ class MiniBERT:
         cache["mlm_head"] (and cache["masked_index"], the gathered rows) to `cache`, the dict `encode` returned."""
         cfg, P = self.config, self.store.blocks
         if masked_positions is not None:
-            masked_positions = np.asarray(masked_positions, dtype=bool)
+            masked_positions = self._as_array(masked_positions, dtype=bool)
             if masked_positions.shape != h.shape[:2]:
                 raise ValueError(f"masked_positions has shape {masked_positions.shape}, expected {h.shape[:2]}")
             idx = np.flatnonzero(masked_positions)                 # (N,) rows of the (B*T, D) view

@@ -179,7 +179,7 @@ def attention_variant_forward(x, params, num_heads, bias=None, variant=frozenset
     B, T, D = x.shape
     H, d = num_heads, D // num_heads
     qkv = linear_forward(x, params["W_QKV"], params["b_QKV"])            # (B, T, 3D)
-    QKV = np.ascontiguousarray(qkv.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4))   # (3, B, H, T, d)
+    QKV = np.ascontiguousarray(qkv.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4), like=qkv)   # (3, B, H, T, d)
     Q, K, V = QKV[0], QKV[1], QKV[2]                                     # (B, H, T, d) each
     rope = None
     if "rotary" in variant:
@@ -225,8 +225,8 @@ def attention_variant_backward(dout, cache, params):
     if cache["gate"] is not None:                                        # out = g * a: first through the gate
         dx_gate, dout, grads["W_gate"], grads["b_gate"] = gate_backward(dout, cache["gate"], params["W_gate"])
     dcontext, grads["W_O"], grads["b_O"] = linear_backward(dout, cache["context"], params["W_O"])
-    dC = np.ascontiguousarray(split_heads(dcontext, H))                  # (B, H, T, d)
-    dQKV = np.empty((3, B, H, T, d), dtype=Q.dtype)
+    dC = np.ascontiguousarray(split_heads(dcontext, H), like=dcontext)   # (B, H, T, d)
+    dQKV = np.empty((3, B, H, T, d), dtype=Q.dtype, like=Q)
     dS = context_softmax_backward(dC, cache, dQKV[2])                    # dV, and dS before the scale
     if cache["rel"] is not None:                                         # S = ... + rel_bias: dbias = dS
         grads["rel_bias_table"] = relative_position_bias_backward(dS, cache["rel"])
