@@ -89,8 +89,8 @@ def model_step(module, inputs) -> tuple[float, np.ndarray]:
     model = MiniBERT(cfg, seed=0)
     grads = MiniBERTGradients(model)
     if module is not np:                                  # move both flat buffers; the views follow
-        model.store._build_views(module.asarray(model.store.flat))
-        grads.store._build_views(module.zeros_like(model.store.flat))
+        model.store.rebind(module.asarray(model.store.flat))
+        grads.store.rebind(module.zeros_like(model.store.flat))
     inp, tgt, pos = (module.asarray(a) for a in inputs)
     logits, cache = model.forward(inp, None, None, masked_positions=pos)
     loss, dlogits = mlm_cross_entropy(logits, tgt, pos)

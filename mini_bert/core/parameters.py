@@ -91,7 +91,7 @@ class ParameterStore:
     def __init__(self, specs: list[ParamSpec], dtype):
         self.specs = specs
         self.dtype = np.dtype(dtype)
-        self._build_views(np.zeros(sum(s.size for s in specs), dtype=self.dtype))
+        self.rebind(np.zeros(sum(s.size for s in specs), dtype=self.dtype))
 
     # Pickling (and copy.deepcopy) would copy every view into an array of its own, silently cutting it off from
     # `flat`; a store is therefore saved as its buffer alone, and the views are rebuilt on it when loaded.
@@ -100,9 +100,14 @@ class ParameterStore:
 
     def __setstate__(self, state: dict) -> None:
         self.specs, self.dtype = state["specs"], state["dtype"]
-        self._build_views(state["flat"])
+        self.rebind(state["flat"])
 
-    def _build_views(self, flat: np.ndarray) -> None:
+    def rebind(self, flat) -> None:
+        """Make `flat` the buffer and rebuild every view on it: after a copy, or to move the parameters to another
+        array module with the same API (scripts/cupy_check.py puts them on a GPU with CuPy)."""
+        size = sum(s.size for s in self.specs)
+        if flat.shape != (size,):
+            raise ValueError(f"a flat buffer of {size} values is needed; got shape {flat.shape}")
         self.flat = flat
         self.blocks: dict[str, np.ndarray] = {}    # buffer blocks, fused ones included: what the math uses
         self.views: dict[str, np.ndarray] = {}     # public names: what users, checkpoints and tools see
