@@ -119,6 +119,8 @@ def test_seed_and_size_arguments_are_checked():
         parse_seeds(",")
     with pytest.raises(ValueError, match="--max-samples must be a positive"):
         finetune_sst2_checkpoint(None, max_samples=0)
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
+        finetune_sst2_checkpoint(None, n_jobs=0)
 
 
 def test_bad_sst2_label_is_caught_by_the_loader(tmp_path, tok):

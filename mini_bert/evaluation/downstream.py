@@ -352,6 +352,8 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int = 3, max
                          "(omit it to use all 6,920)")
     if epochs < 1:
         raise ValueError(f"--epochs must be >= 1; got {epochs}")
+    if kwargs.get("n_jobs", 1) < 1:
+        raise ValueError(f"--jobs must be >= 1 (the number of fine-tuning processes); got {kwargs['n_jobs']}")
     if model is None or tokenizer is None:
         model, tokenizer = load_model_and_tokenizer(checkpoint_dir)
     train_texts, train_labels = load_sst2("train", data_dir)
@@ -369,8 +371,6 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int = 3, max
 
 
 def _run_cli(args) -> int:
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1 (the number of fine-tuning processes); got {args.jobs}")
     result = finetune_sst2_checkpoint(args.checkpoint, data_dir=args.data_dir, epochs=args.epochs,
                                       max_samples=args.max_samples, seeds=parse_seeds(args.seeds),
                                       output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs)
