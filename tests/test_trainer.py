@@ -484,3 +484,14 @@ def test_prune_keeps_the_last_k_and_the_history_multiples(tmp_path):
         "step_0000200", "step_0000400", "step_0000500", "step_0000600"]
     prune_checkpoints(tmp_path, keep_last=1)
     assert [p.name for p in list_step_checkpoints(tmp_path)] == ["step_0000600"]
+
+
+def test_keep_freed_memory_takes_effect_on_glibc_and_is_idempotent():
+    import platform
+    import sys
+
+    from mini_bert.utils.allocator import keep_freed_memory
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected
+    assert keep_freed_memory() is expected          # a second call changes nothing and reports the same

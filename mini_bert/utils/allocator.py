@@ -8,8 +8,9 @@ per 6 MB array measured here, paid again at every step. Raising both thresholds 
 free lists, where the next step's arrays reuse them.
 
 Measured on the 2-core development machine (one thread, half of a 32 x 128 batch of the default model, forward and
-backward): 351 ms -> 301 ms per step. The peak memory of a step is unchanged, since the blocks reused are the ones
-the step itself freed; the process simply stops handing them back to the kernel between steps.
+backward): 351 ms -> 301 ms per step. The blocks reused are the ones the step itself freed, so the peak should
+stay that of one step (not measured separately); the process simply stops handing them back to the kernel between
+steps, so its resident memory no longer shrinks between them.
 
 This changes a process-wide setting, so library code never calls it on import: the `minibert` command, the trainer
 and the benchmarks do. On anything but glibc (macOS, Windows, musl) it does nothing and returns False.
