@@ -143,6 +143,18 @@ def test_reference_run_learns_and_finishes(reference):
     assert last < first - 0.3, (first, last)
 
 
+def test_evaluation_in_thread_blocks_equals_whole_batches(corpus, tmp_path):
+    from mini_bert.training.trainer import evaluate_mlm
+
+    trainer = Trainer(load_config(None, tiny(corpus, tmp_path / "run")), progress=False, log=lambda *a: None)
+    assert trainer.threads == 2 and len(trainer._valid_blocks) == 2 * len(trainer.valid)
+    split, whole = trainer.evaluate(), evaluate_mlm(trainer.model, trainer.valid)
+    trainer.worker.close()
+    assert split["valid_masked_tokens"] == whole["valid_masked_tokens"] > 0
+    assert split["valid_masked_acc"] == whole["valid_masked_acc"]
+    assert split["valid_loss"] == pytest.approx(whole["valid_loss"], rel=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Exact resume
 
