@@ -17,7 +17,7 @@ def test_float32_normal_cdf_within_its_stated_bound():
     x = np.linspace(-10, 10, 2_000_001, dtype=np.float32)
     err = np.abs(normal_cdf(x).astype(np.float64) - exact_cdf(x))
     print(f"\nfloat32 normal_cdf: max |error| {err.max():.2e} on [-10, 10]")
-    assert err.max() <= 2.1e-7
+    assert err.max() <= 1.0e-7      # every float32 with 2^-12 <= |x| <= 6 measured 9.86e-8 (at x = 1.6926)
 
 
 def test_float32_normal_cdf_stays_a_probability_and_saturates_exactly():
@@ -40,8 +40,8 @@ def test_float32_gelu_matches_float64_to_float32_rounding():
     x = np.random.default_rng(0).normal(0, 3, 100_000).astype(np.float32)
     y32, _ = gelu_forward(x)
     y64, _ = gelu_forward(x.astype(np.float64))
-    # 2.1e-7 |x| from Phi plus float32 rounding of the product
-    assert np.all(np.abs(y32 - y64) <= 3.5e-7 * np.abs(x) + 1e-30)
+    # 1.0e-7 |x| from Phi plus float32 rounding of the product (6e-8 of |y| <= |x|)
+    assert np.all(np.abs(y32 - y64) <= 1.6e-7 * np.abs(x) + 1e-30)
 
 
 @pytest.mark.parametrize("num_embeddings", [2, SMALL_TABLE, SMALL_TABLE + 1, 500])
