@@ -16,12 +16,14 @@ threads make a few hundred allocations per step, too few to contend for the aren
 Measured on the 2-core development machine:
 - one thread, half of a 32 x 128 batch of the default model, forward and backward: 351 ms -> 301 ms per step;
 - two threads, the whole batch (the trainer's step without the optimizer), after the thresholds: 9,856 -> 0.2
-  page faults and 332 -> 316 ms per step (median of 3 processes each way: 332, 320, 329 -> 314, 314, 319 ms). The blocks reused are the ones the step itself freed, so the peak should
-stay that of one step (not measured separately); the process simply stops handing them back to the kernel between
-steps, so its resident memory no longer shrinks between them.
+  page faults and 332 -> 316 ms per step (3 processes each way: 332, 320, 329 -> 314, 314, 319 ms).
+The blocks reused are the ones the step itself freed, so the peak should stay that of one step (not measured
+separately); the process simply stops handing them back to the kernel between steps, so its resident memory no
+longer shrinks between them.
 
 This changes a process-wide setting, so library code never calls it on import: the `minibert` command, the trainer
-and the benchmarks do, before they start any thread (a thread keeps the arena it was first given). On anything but glibc (macOS, Windows, musl) it does nothing and returns False.
+and the benchmarks do, before they start any thread (a thread keeps the arena it was first given). On anything but
+glibc (macOS, Windows, musl) it does nothing and returns False.
 """
 
 from __future__ import annotations
