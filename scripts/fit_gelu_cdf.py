@@ -8,7 +8,7 @@ approximation,
 
     Phi(x) ~ (1 + tanh(x P(x^2))) / 2,   P(s) = sqrt(2/pi) (1 + 0.044715 s),
 
-is off by up to 3e-4. Giving P more terms makes the same form exact to float32 rounding. This script fits
+is off by up to 1.8e-4. Giving P more terms makes the same form exact to float32 rounding. This script fits
 
     P(s) = p_0 + p_1 s + ... + p_6 s^6   on 0 <= x <= x_max,
 
@@ -16,8 +16,9 @@ so that the float32 evaluation costs a dozen vectorised multiply-adds and one `t
 The target is g(x) = artanh(erf(x / sqrt 2)) / x. An error dP in P moves Phi by (1 - tanh^2(x P)) x dP / 2, so the
 fit is a weighted least-squares problem in the p_k with that sensitivity as the weight; Lawson's iteration then
 reweights each point by its current error, which drives the fit towards the minimax (equal-ripple) one. Past
-x = 4 sqrt 2, Phi rounds to 0 or 1 in float32, so the code clips there. An odd degree makes p_6 negative, so
-x P(x^2) turns negative for large x and the tanh flips: degree 6 is the smallest that keeps P positive.
+x = 4 sqrt 2, Phi rounds to 0 or 1 in float32, so the code clips there. Why degree 6: the fits of degree 3 and
+5 come out with a negative leading coefficient, so x P(x^2) turns negative for large x and the tanh flips; degree
+4 stays positive but is off by 1.5e-6; degree 6 is the lowest that is both positive and exact to float32 rounding.
 
 It prints the coefficients (paste them into math_ops.py) and the error of the float32 evaluation against float64
 `erf`. tests/test_math_ops.py checks the bound the code states.
