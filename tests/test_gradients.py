@@ -242,9 +242,10 @@ def test_whole_model_full_logits_untied_gelu_tanh():
     print(f"whole model full logits (gelu_tanh, untied): max relative error {worst:.2e}")
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
-def test_whole_model_classifier(norm):
+@pytest.mark.parametrize("norm,pooling", [("post", "cls"), ("pre", "cls"), ("pre", "mean")])
+def test_whole_model_classifier(norm, pooling):
     model = _tiny_model("gelu", norm, dropout=True)
+    model.config.classifier_pooling = pooling
     inp, _, _, am, tt = _model_case()
     labels = np.array([1, 0])
 
@@ -255,7 +256,7 @@ def test_whole_model_classifier(norm):
         g.backward_from_class_logits(dlogits, cache)
         return loss, g.flat.copy()
     worst = _check_model(model, loss_and_grads)
-    print(f"whole model classifier ({norm}-LN): max relative error {worst:.2e}")
+    print(f"whole model classifier ({norm}-LN, {pooling} pooling): max relative error {worst:.2e}")
 
 
 def test_masked_path_equals_full_logits_at_masked_positions():

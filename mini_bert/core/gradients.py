@@ -117,8 +117,11 @@ class MiniBERTGradients:
         G["W_pool"] += dW
         G["b_pool"] += db
         h = cache["hidden_states"][-1]
-        dh = np.zeros_like(h)
-        dh[:, 0] = dcls
+        if c["pool_weights"] is None:           # u = h_[CLS]
+            dh = np.zeros_like(h)
+            dh[:, 0] = dcls
+        else:                                   # u = sum_t w_t h_t  =>  dh_t = w_t du
+            dh = c["pool_weights"][:, :, None] * dcls[:, None, :]                  # (B, T, D)
         self.backward_from_hidden(dh, cache)
 
     def backward_from_hidden(self, dh, cache) -> None:

@@ -276,14 +276,26 @@ class MiniBERT:
     __call__ = forward
 
     def forward_classifier(self, input_ids, attention_mask=None, token_type_ids=None, training=False, rng=None):
-        """Sequence classification from the pooled [CLS] vector. Returns (class logits (B, C), cache)."""
+        """Sequence classification from a pooled vector. Returns (class logits (B, C), cache).
+
+        The pooler reads h_[CLS] (config.classifier_pooling="cls", BERT's) or the mean of the real tokens' last
+        hidden states ("mean": u = sum_t m_t h_t / sum_t m_t, which MLM pretraining has shaped at every position,
+        where it never trains [CLS]); then p = tanh(u W_pool + b_pool), dropout, logits = p W_cls + b_cls.
+        """
         cfg, P = self.config, self.store.blocks
         rng = self.rng if rng is None else rng
         h, cache = self.encode(input_ids, attention_mask, token_type_ids, training, rng)
-        pooled, tanh_cache = tanh_forward(linear_forward(h[:, 0], P["W_pool"], P["b_pool"]))   # (B, D)
+        if cfg.classifier_pooling == "mean":
+            m = np.ones(h.shape[:2], dtype=h.dtype) if attention_mask is None else \
+                np.asarray(attention_mask).astype(h.dtype)                          # (B, T)
+            weights = m / m.sum(axis=1, keepdims=True)                              # (B, T), rows sum to 1
+            u = np.einsum("bt,btd->bd", weights, h)                                 # (B, D)
+        else:
+            weights, u = None, h[:, 0]                                              # (B, D)
+        pooled, tanh_cache = tanh_forward(linear_forward(u, P["W_pool"], P["b_pool"]))   # (B, D)
         dropped, drop_mask = dropout_forward(pooled, cfg.dropout, rng, training)
         logits = linear_forward(dropped, P["W_cls"], P["b_cls"])   # (B, C)
-        cache["classifier"] = {"cls": h[:, 0], "pooled": pooled, "tanh": tanh_cache,
+        cache["classifier"] = {"cls": u, "pool_weights": weights, "pooled": pooled, "tanh": tanh_cache,
                                "drop_mask": drop_mask, "dropped": dropped}
         return logits, cache
 

@@ -33,6 +33,7 @@ from ..core.attention import mask_bias
 from ..core.gradients import MiniBERTGradients, masked_cross_entropy
 from ..core.math_ops import ACTIVATION_FORWARD, softmax_forward
 from ..core.parameters import ParameterStore, layer_of
+from ..training.optimizer import layer_wise_lr_scales, parameter_group  # noqa: F401  (re-exported)
 from .metrics import (compute_attention_entropy, compute_effective_rank, compute_gradient_norm,
                       mean_pairwise_cosine, token_rows)
 
@@ -45,16 +46,6 @@ def _stats(a) -> dict:
     if a.size == 0:
         return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan}
     return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
-
-
-def parameter_group(name: str) -> str:
-    """"embeddings", "layer_{l}" or "head" for a parameter (or buffer block) name."""
-    layer = layer_of(name)
-    if layer is not None:
-        return f"layer_{layer}"
-    if name.startswith(("E_", "ln_emb")):
-        return "embeddings"
-    return "head"
 
 
 def _group_order(groups) -> list[str]:
@@ -373,27 +364,6 @@ def analyze_learning_rate_sensitivity(model, data_batch, lr_range=(1e-6, 1.0), n
     result = lr_range_test(loss_and_grad, work.store.flat, lr_min, lr_max, num_steps, opt, diverge_factor, smoothing)
     result["optimizer"] = optimizer
     return result
-
-
-def layer_wise_lr_scales(model, decay: float) -> np.ndarray:
-    """Per-element learning-rate multipliers over `model.store.flat` for layer-wise LR decay (Howard & Ruder 2018,
-    Clark et al. 2020): the head and the top encoder layer get 1, layer l of L gets decay^(L-1-l), and the
-    embeddings decay^L. Lower layers, which hold more general features, then move less when fine-tuning.
-    The tied token embedding counts as an embedding. Pass the result to AdamW(lr_scale=...).
-    """
-    if not 0.0 < decay <= 1.0:
-        raise ValueError(f"decay must lie in (0, 1] (1 = no decay; 0.8-0.95 is typical); got {decay}")
-    L = model.config.num_layers
-
-    def scale(spec):
-        group = parameter_group(spec.name)
-        if group == "embeddings":
-            return decay ** L
-        if group == "head":
-            return 1.0
-        return decay ** (L - 1 - int(group[6:]))
-
-    return model.store.per_element(scale)
 
 
 def compute_layer_wise_learning_rates(gradients, learning_rates, params=None) -> dict:

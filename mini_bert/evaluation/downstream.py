@@ -33,11 +33,13 @@ import scipy.sparse
 from threadpoolctl import threadpool_limits
 
 from ..config import CLS_ID, PAD_ID, SEP_ID
+from ..errors import MiniBertError
 from ..core.gradients import MiniBERTGradients
 from ..core.model import MiniBERT
+from ..training.adapt import adapt_to_texts
 from ..training.checkpointing import load_model_and_tokenizer
 from ..training.data_loader import load_sst2
-from ..training.optimizer import AdamW, clip_grad_norm, decay_mask
+from ..training.optimizer import AdamW, clip_grad_norm, decay_mask, layer_wise_lr_scales
 from ..training.scheduler import lr_at
 from .linear_models import fit_with_held_out_l2
 
@@ -103,8 +105,12 @@ def reset_classifier_head(model, rng: np.random.Generator) -> None:
 def finetune_classifier(model, train_seqs: list[np.ndarray], train_labels, dev_seqs: list[np.ndarray], dev_labels,
                         epochs: int = 3, batch_size: int = 32, lr: float = 5e-4, warmup_ratio: float = 0.1,
                         weight_decay: float = 0.01, max_grad_norm: float = 1.0, seed: int = 0,
-                        evals_per_epoch: int = 2, patience: int = 3, log=print) -> dict:
+                        evals_per_epoch: int = 2, patience: int = 3, layer_lr_decay: float = 1.0,
+                        log=print) -> dict:
     """Fine-tune every parameter of `model` on (train_seqs, train_labels); keep the weights best on dev.
+
+    AdamW with bias correction, linear warmup over `warmup_ratio` of the steps then linear decay to 0, global-norm
+    clipping; `layer_lr_decay` < 1 scales layer l of L by decay^(L-1-l) and the embeddings by decay^L.
 
     Dev accuracy is measured `evals_per_epoch` times per epoch; training stops after `patience` evaluations
     without improvement. The model ends with its best weights. Returns {"dev_accuracy" (best), "best_step",
@@ -125,7 +131,8 @@ def finetune_classifier(model, train_seqs: list[np.ndarray], train_labels, dev_s
     log = log or (lambda *_: None)
     rng = np.random.default_rng(seed)                 # batch order and dropout
     grads = MiniBERTGradients(model)
-    opt = AdamW(model.store.flat, decay_mask(model.store), lr=lr, weight_decay=weight_decay)
+    scales = layer_wise_lr_scales(model, layer_lr_decay) if layer_lr_decay < 1.0 else None
+    opt = AdamW(model.store.flat, decay_mask(model.store), lr=lr, weight_decay=weight_decay, lr_scale=scales)
     steps_per_epoch = -(-len(train_seqs) // batch_size)
     total = epochs * steps_per_epoch
     warmup = int(round(warmup_ratio * total))
@@ -233,11 +240,12 @@ def _set_job_context(context: dict) -> None:
 
 def _finetune_job(arm: str, seed: int) -> dict:
     """One fine-tuning run: "pretrained" starts from the checkpoint's weights with a fresh head drawn from `seed`,
-    "random_init" from a new model of the same config (initialised from 10,000 + seed)."""
+    "adapted" from the weights after task-adaptive MLM, "random_init" from a new model of the same config
+    (initialised from 10,000 + seed)."""
     c = _JOB_CONTEXT
-    if arm == "pretrained":
+    if arm in ("pretrained", "adapted"):
         model = c["model"]
-        model.store.flat[...] = c["initial"]
+        model.store.flat[...] = c["initial" if arm == "pretrained" else "adapted"]
         reset_classifier_head(model, np.random.default_rng(seed))
     else:
         model = MiniBERT(c["model"].config, seed=10_000 + seed)
@@ -250,23 +258,30 @@ def _finetune_job(arm: str, seed: int) -> dict:
 
 def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs: int = 3,
              seeds=(0, 1, 2), random_init: bool = True, bag_of_words: bool = True, log=print,
-             dropout: float | None = 0.1, n_jobs: int = 1, **finetune_kwargs) -> dict:
+             dropout: float | None = 0.1, n_jobs: int = 1, pooling: str | None = None, adapt_steps: int = 0,
+             **finetune_kwargs) -> dict:
     """Fine-tune `model` once per seed (each from the same starting weights), plus the baselines.
 
     `dropout` (BERT's 0.1 by default) is used for fine-tuning whatever the pretraining used — the default
-    pretraining recipe has none; None keeps the checkpoint's own. `n_jobs` > 1 runs the fine-tunings (seeds x
+    pretraining recipe has none; None keeps the checkpoint's own. `pooling` ("cls" or "mean") sets what the
+    classifier's pooler reads for both arms (None keeps the checkpoint's). `adapt_steps` > 0 adds the arm
+    "adapted": task-adaptive MLM on the training sentences (`training/adapt.py`, seed 0), then the same
+    fine-tuning. `n_jobs` > 1 runs the fine-tunings (seeds x
     {pretrained, random init}) in that many processes, for machines with more cores; the numbers are the same.
     The model is left with its original weights and config. Returns a JSON-serialisable dict (see the module
     docstring).
     """
-    if dropout is not None:
-        saved = (model.config.dropout, model.config.attention_dropout)
-        model.config.dropout = model.config.attention_dropout = dropout
+    if dropout is not None or pooling is not None:
+        saved = (model.config.dropout, model.config.attention_dropout, model.config.classifier_pooling)
+        if dropout is not None:
+            model.config.dropout = model.config.attention_dropout = dropout
+        if pooling is not None:
+            model.config.classifier_pooling = pooling
         try:
             return run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs, seeds,
-                            random_init, bag_of_words, log, None, n_jobs, **finetune_kwargs)
+                            random_init, bag_of_words, log, None, n_jobs, None, adapt_steps, **finetune_kwargs)
         finally:
-            model.config.dropout, model.config.attention_dropout = saved
+            model.config.dropout, model.config.attention_dropout, model.config.classifier_pooling = saved
     seeds = list(seeds)
     if not seeds:
         raise ValueError("give at least one seed")
@@ -284,9 +299,14 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
         result["bag_of_words"] = bag_of_words_baseline(train_texts, train_labels, dev_texts, dev_labels)
         log(f"  bag-of-words (uni+bigrams): dev acc {result['bag_of_words']['dev_accuracy']:.4f}")
 
-    arms = ["pretrained"] + (["random_init"] if random_init else [])
+    arms = ["pretrained"] + (["adapted"] if adapt_steps else []) + (["random_init"] if random_init else [])
     context = {"model": model, "initial": model.store.flat.copy(), "epochs": epochs, "kwargs": finetune_kwargs,
                "data": (train_seqs, train_labels, dev_seqs, dev_labels)}
+    if adapt_steps:
+        log(f"  task-adaptive MLM on the {len(train_texts):,} training sentences, {adapt_steps} steps:")
+        result["adaptation"] = adapt_to_texts(model, tokenizer, list(train_texts), adapt_steps, log=log)
+        context["adapted"] = model.store.flat.copy()
+        model.store.flat[...] = context["initial"]
     jobs = [(arm, seed) for arm in arms for seed in seeds]
     try:
         if n_jobs <= 1:
@@ -319,7 +339,10 @@ def format_sst2_table(result: dict) -> str:
     n = len(result["seeds"])
     lines = [f"SST-2 dev accuracy ({result['dev_size']} sentences; fine-tuned on {result['train_size']}, "
              f"{result['epochs']} epoch(s), {n} seed(s))", "", "| model | dev accuracy |", "|---|---|"]
-    for key, name in (("pretrained", "fine-tuned checkpoint"), ("random_init", "fine-tuned random init")):
+    for key, name in (("pretrained", "fine-tuned checkpoint"),
+                      ("adapted", f"task-adaptive MLM ({result.get('adaptation', {}).get('steps')} steps), "
+                                  f"then fine-tuned"),
+                      ("random_init", "fine-tuned random init")):
         if key in result:
             r = result[key]
             lines.append(f"| {name} | {r['mean']:.4f} +- {r['std']:.4f} |")
@@ -342,8 +365,12 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int = 3, max_samples: int | None = None,
-                             seeds=(0, 1, 2), output=None, model=None, tokenizer=None, log=print, **kwargs) -> dict:
-    """Load a checkpoint (unless model and tokenizer are given) and SST-2 (sentence split), run `run_sst2`.
+                             seeds=(0, 1, 2), output=None, model=None, tokenizer=None, log=print,
+                             train_set: str = "sentences", **kwargs) -> dict:
+    """Load a checkpoint (unless model and tokenizer are given) and SST-2, run `run_sst2`.
+
+    train_set: "sentences" (the 6,920 training sentences) or "glue" (GLUE's 67,349 training phrases); dev is the
+    872 dev sentences either way (GLUE's dev file holds the same sentences).
 
     max_samples caps the training sentences (a random subset fixed by seed 0); dev is always all 872 sentences.
     """
@@ -352,17 +379,23 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int = 3, max
                          "(omit it to use all 6,920)")
     if epochs < 1:
         raise ValueError(f"--epochs must be >= 1; got {epochs}")
+    if kwargs.get("adapt_steps", 0) < 0:
+        raise MiniBertError(f"--adapt-steps must be >= 0 (0 turns task-adaptive pretraining off); got "
+                            f"{kwargs['adapt_steps']}")
+    if train_set not in ("sentences", "glue"):
+        raise MiniBertError(f"--train-set must be 'sentences' or 'glue'; got {train_set!r}")
     if kwargs.get("n_jobs", 1) < 1:
         raise ValueError(f"--jobs must be >= 1 (the number of fine-tuning processes); got {kwargs['n_jobs']}")
     if model is None or tokenizer is None:
         model, tokenizer = load_model_and_tokenizer(checkpoint_dir)
-    train_texts, train_labels = load_sst2("train", data_dir)
+    train_texts, train_labels = load_sst2("train", data_dir, fmt=train_set)
     dev_texts, dev_labels = load_sst2("dev", data_dir)
     if max_samples is not None and max_samples < len(train_texts):
         keep = np.sort(np.random.default_rng(0).choice(len(train_texts), size=max_samples, replace=False))
         train_texts, train_labels = [train_texts[i] for i in keep], train_labels[keep]
     result = run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs=epochs,
                       seeds=seeds, log=log, **kwargs)
+    result["train_set"] = train_set
     result["checkpoint"] = str(checkpoint_dir) if checkpoint_dir is not None else None
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -373,7 +406,10 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int = 3, max
 def _run_cli(args) -> int:
     result = finetune_sst2_checkpoint(args.checkpoint, data_dir=args.data_dir, epochs=args.epochs,
                                       max_samples=args.max_samples, seeds=parse_seeds(args.seeds),
-                                      output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs)
+                                      output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs,
+                                      pooling=args.pooling, warmup_ratio=args.warmup_ratio, patience=args.patience,
+                                      layer_lr_decay=args.layer_lr_decay, adapt_steps=args.adapt_steps,
+                                      train_set=args.train_set)
     print(format_sst2_table(result))
     if args.output:
         print(f"\nwrote {args.output}")
@@ -390,6 +426,17 @@ def register_cli(subparsers) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pooling", choices=("cls", "mean"), default=None,
+                   help="what the classifier pools: h_[CLS] or the mean of the tokens (default: the checkpoint's)")
+    p.add_argument("--adapt-steps", type=int, default=0,
+                   help="first continue masked-LM training on the training sentences for N steps (task-adaptive "
+                        "pretraining), reported as its own row (default 0: off)")
+    p.add_argument("--train-set", choices=("sentences", "glue"), default="sentences",
+                   help="fine-tune on the 6,920 SST-2 sentences or on GLUE's 67,349 phrases (dev: the same 872)")
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up")
+    p.add_argument("--patience", type=int, default=3, help="stop after N dev evaluations without improvement")
+    p.add_argument("--layer-lr-decay", type=float, default=1.0,
+                   help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (1: off)")
     p.add_argument("--jobs", type=int, default=1,
                    help="run the fine-tunings in N processes (machines with more cores; same numbers)")
     p.add_argument("--output", default=None, help="write the result as JSON here")

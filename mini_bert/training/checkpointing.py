@@ -25,12 +25,9 @@ import numpy as np
 import yaml
 
 from ..config import RunConfig
+from ..errors import CheckpointError
 
 STEP_PREFIX = "step_"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message says which file and what to do."""
 
 
 @dataclass

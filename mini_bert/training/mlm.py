@@ -14,13 +14,18 @@ NEVER_MASKED = (PAD_ID, CLS_ID, SEP_ID)
 
 
 def mask_tokens(batch, vocab_size: int, mask_id: int = MASK_ID, mask_prob: float = 0.15,
-                rng: np.random.Generator | None = None):
-    """BERT's 80/10/10 masking. batch: (B, T) int ids.
+                rng: np.random.Generator | None = None, continuation=None, mask_fraction: float = 0.8,
+                random_fraction: float = 0.1):
+    """BERT's masking. batch: (B, T) int ids.
 
     Each token other than [PAD], [CLS] and [SEP] is selected with probability `mask_prob`; a selected token
-    becomes [MASK] with probability 0.8, a random ordinary token (never a special one) with 0.1, and stays as
-    it is with 0.1. A sequence where nothing was selected gets one selected position, so every sequence
-    contributes to the loss.
+    becomes [MASK] with probability `mask_fraction` (0.8), a random ordinary token (never a special one) with
+    `random_fraction` (0.1), and stays as it is otherwise. A sequence where nothing was selected gets one selected
+    position, so every sequence contributes to the loss.
+
+    continuation: None (token-level selection), or a (vocab_size,) bool array, True for the ids of `##` pieces:
+    then whole words are selected (Cui et al. 2019), each with probability mask_prob, all of its pieces together,
+    so the model cannot recover a piece from the rest of its own word.
 
     rng: a numpy Generator; None uses a fresh `default_rng(0)`, so a call is reproducible on its own.
     Returns (input_ids, target_ids, mask_positions): the corrupted ids, the original ids (B, T), and the
@@ -37,19 +42,28 @@ def mask_tokens(batch, vocab_size: int, mask_id: int = MASK_ID, mask_prob: float
     rng = np.random.default_rng(0) if rng is None else rng
     B, T = batch.shape
     candidates = ~np.isin(batch, NEVER_MASKED)                              # (B, T)
-    selected = (rng.random((B, T)) < mask_prob) & candidates
+    u = rng.random((B, T))                                                  # (B, T)
+    if continuation is not None:
+        # every piece takes the draw of its word's first piece: the last position at or before it that starts a word
+        starts = ~(np.asarray(continuation)[batch] & candidates)            # (B, T)
+        first = np.maximum.accumulate(np.where(starts, np.arange(T), 0), axis=1)
+        u = np.take_along_axis(u, first, axis=1)
+    selected = (u < mask_prob) & candidates
     # Guarantee one selected position in every sequence that has a candidate.
     empty = ~selected.any(axis=1) & candidates.any(axis=1)
     for b in np.flatnonzero(empty):
         selected[b, rng.choice(np.flatnonzero(candidates[b]))] = True
-    return corrupt_selected(batch, selected, vocab_size, mask_id, rng), batch.copy(), selected
+    corrupted = corrupt_selected(batch, selected, vocab_size, mask_id, rng, mask_fraction, random_fraction)
+    return corrupted, batch.copy(), selected
 
 
 def corrupt_selected(batch, selected, vocab_size: int, mask_id: int = MASK_ID,
-                     rng: np.random.Generator | None = None) -> np.ndarray:
-    """BERT's corruption of already selected positions: each becomes [MASK] with probability 0.8, a random
-    ordinary token (ids [len(SPECIAL_TOKENS), vocab_size), never a special one) with 0.1, and stays as it is
-    with 0.1. Positions not selected are never changed.
+                     rng: np.random.Generator | None = None, mask_fraction: float = 0.8,
+                     random_fraction: float = 0.1) -> np.ndarray:
+    """BERT's corruption of already selected positions: each becomes [MASK] with probability `mask_fraction`
+    (0.8), a random ordinary token (ids [len(SPECIAL_TOKENS), vocab_size), never a special one) with
+    `random_fraction` (0.1), and stays as it is otherwise. Positions not selected are never changed.
+    mask_fraction=1, random_fraction=0 is all-[MASK] corruption (Wettig et al. 2023).
 
     batch: (B, T) int ids; selected: (B, T) bool. Returns the corrupted copy of `batch` (B, T).
     Draws, in this order, one uniform per position (B, T) and one integer per randomised position; `mask_tokens`
@@ -61,10 +75,13 @@ def corrupt_selected(batch, selected, vocab_size: int, mask_id: int = MASK_ID,
                          f"{selected.dtype} {selected.shape}")
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens; got {vocab_size}")
+    if not (0.0 <= mask_fraction and 0.0 <= random_fraction and mask_fraction + random_fraction <= 1.0):
+        raise ValueError(f"mask_fraction ({mask_fraction}) and random_fraction ({random_fraction}) must be >= 0 "
+                         f"with a sum <= 1")
     rng = np.random.default_rng(0) if rng is None else rng
     u = rng.random(batch.shape)                                             # (B, T)
-    to_mask = selected & (u < 0.8)
-    to_random = selected & (u >= 0.8) & (u < 0.9)
+    to_mask = selected & (u < mask_fraction)
+    to_random = selected & (u >= mask_fraction) & (u < mask_fraction + random_fraction)
     input_ids = batch.copy()
     input_ids[to_mask] = mask_id
     input_ids[to_random] = rng.integers(len(SPECIAL_TOKENS), vocab_size, size=int(to_random.sum()))

@@ -15,12 +15,43 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.parameters import ParameterStore
+from ..core.parameters import ParameterStore, layer_of
 
 
 def decay_mask(store: ParameterStore) -> np.ndarray:
     """1 for weight matrices and embeddings, 0 for biases and LayerNorm gains/biases; aligned with store.flat."""
     return store.per_element(lambda spec: 1.0 if spec.kind in ("matrix", "embedding") else 0.0)
+
+
+def parameter_group(name: str) -> str:
+    """"embeddings", "layer_{l}" or "head" for a parameter (or buffer block) name."""
+    layer = layer_of(name)
+    if layer is not None:
+        return f"layer_{layer}"
+    if name.startswith(("E_", "ln_emb")):
+        return "embeddings"
+    return "head"
+
+
+def layer_wise_lr_scales(model, decay: float) -> np.ndarray:
+    """Per-element learning-rate multipliers over `model.store.flat` for layer-wise LR decay (Howard & Ruder 2018,
+    Clark et al. 2020): the head and the top encoder layer get 1, layer l of L gets decay^(L-1-l), and the
+    embeddings decay^L. Lower layers, which hold more general features, then move less when fine-tuning.
+    The tied token embedding counts as an embedding. Pass the result to AdamW(lr_scale=...).
+    """
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"decay must lie in (0, 1] (1 = no decay; 0.8-0.95 is typical); got {decay}")
+    L = model.config.num_layers
+
+    def scale(spec):
+        group = parameter_group(spec.name)
+        if group == "embeddings":
+            return decay ** L
+        if group == "head":
+            return 1.0
+        return decay ** (L - 1 - int(group[6:]))
+
+    return model.store.per_element(scale)
 
 
 def clip_grad_norm(grads_flat: np.ndarray, max_norm: float) -> float:

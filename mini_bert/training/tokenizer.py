@@ -121,6 +121,63 @@ class WordPieceTokenizer:
             vocab = [t for t in vocab if t not in drop]
         return cls(vocab, lowercase)
 
+    @classmethod
+    def train_fitted(cls, sentences: Iterable[str], vocab_size: int = 8192, lowercase: bool = True,
+                     log=None) -> "WordPieceTokenizer":
+        """A WordPiece vocabulary of exactly `vocab_size` tokens every one of which occurs when `sentences` are
+        encoded (special tokens aside).
+
+        Hugging Face's trainer keeps the intermediate pieces it merged on the way to longer ones, and `train` adds
+        the whole base alphabet, so a plain vocabulary holds tokens that its own corpus never produces (about one in
+        six for PTB at 8,192); their embeddings receive no gradient but weight decay. Here the vocabulary is trained
+        larger, the unused tokens are dropped (WordPiece's greedy longest match never chose them, so no encoding
+        changes), and the least frequent learned pieces are cut to reach `vocab_size`; repeated until every token
+        is used. Characters the corpus lacks then have no piece (a word containing one becomes [UNK]).
+        """
+        sentences = list(sentences)
+        words = cls([*SPECIAL_TOKENS], lowercase).word_counts(sentences)
+        if not words:
+            raise ValueError("no words to train a vocabulary on: the corpus is empty")
+        request = vocab_size
+        for _ in range(6):
+            candidates = cls.train(sentences, request, lowercase)._vocab
+            while True:
+                vocab = candidates[:vocab_size]
+                used = cls(vocab, lowercase).piece_counts(words) > 0
+                used[:len(SPECIAL_TOKENS)] = True
+                if used.all():
+                    if log is not None:
+                        log(f"WordPiece vocabulary of {len(vocab)}: every token occurs in the training text")
+                    return cls(vocab, lowercase)
+                unused = {t for t, u in zip(vocab, used) if not u}
+                candidates = [t for t in candidates if t not in unused]
+                if len(candidates) < vocab_size:
+                    break
+            request += vocab_size - len(candidates) + vocab_size // 20
+        raise ValueError(f"could not fit a vocabulary of {vocab_size} tokens that all occur in the corpus (it has "
+                         f"{len(words):,} distinct words); use a smaller model.vocab_size")
+
+    def word_counts(self, sentences: Iterable[str]) -> "Counter[str]":
+        """How often each word occurs, words as this tokenizer's normaliser and pre-tokenizer cut them (special
+        tokens left out)."""
+        from collections import Counter
+
+        normalizer, pre_tokenizer = self._tok.normalizer, self._tok.pre_tokenizer
+        counts: Counter[str] = Counter()
+        for s in sentences:
+            counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(_blank_specials(s))))
+        return counts
+
+    def piece_counts(self, words: "Counter[str]"):
+        """(vocab_size,) int64: how often each token occurs when words with these counts are encoded."""
+        import numpy as np
+
+        items = list(words.items())
+        encodings = self._tok.encode_batch([[w] for w, _ in items], is_pretokenized=True, add_special_tokens=False)
+        ids = np.fromiter((i for enc in encodings for i in enc.ids), dtype=np.int64)
+        weights = np.fromiter((n for (_, n), enc in zip(items, encodings) for _ in enc.ids), dtype=np.float64)
+        return np.bincount(ids, weights, minlength=self.vocab_size).astype(np.int64)
+
     def save(self, directory: str | Path) -> Path:
         """Write `vocab.txt` (one token per line, id = line number) and `tokenizer_config.json`; returns the folder."""
         directory = Path(directory)

@@ -39,7 +39,8 @@ from .checkpointing import (CheckpointError, latest_checkpoint, list_step_checkp
 from .advanced_optimizers import AdaptiveGradientClipper, Lion, Lookahead
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
 from .mlm import mlm_cross_entropy
-from .optimizer import AdamW, clip_grad_norm, decay_mask
+from .tokenizer import CONTINUATION
+from .optimizer import AdamW, clip_grad_norm, decay_mask, layer_wise_lr_scales
 from .scheduler import lr_at
 
 CSV_COLUMNS = ["step", "elapsed_s", "train_loss", "lr", "tokens_per_s", "grad_norm",
@@ -88,7 +89,8 @@ def first_nonfinite(named_arrays) -> str | None:
 
 
 def corpus_tokenizer(train_text: list[str], vocab_size: int, lowercase: bool, log=print):
-    """The WordPiece vocabulary of a corpus, trained once and then reused from the cache folder.
+    """The WordPiece vocabulary of a corpus (`WordPieceTokenizer.train_fitted`: every token occurs in the text),
+    trained once and then reused from the cache folder.
 
     Hugging Face's trainer breaks ties between equally frequent pairs in hash-map order, which differs from process
     to process (huggingface/tokenizers#1794): two trainings on the same text can learn slightly different pieces.
@@ -102,37 +104,51 @@ def corpus_tokenizer(train_text: list[str], vocab_size: int, lowercase: bool, lo
     digest = hashlib.sha256()
     for line in train_text:
         digest.update(line.encode("utf-8") + b"\n")
-    key = f"{digest.hexdigest()[:16]}-v{vocab_size}-{'lower' if lowercase else 'cased'}"
+    key = f"{digest.hexdigest()[:16]}-v{vocab_size}-{'lower' if lowercase else 'cased'}-fitted"
     folder = cache_dir() / "tokenizers" / key
     if (folder / "vocab.txt").exists():
         log(f"reusing the WordPiece vocabulary trained earlier on this corpus ({folder})")
         return WordPieceTokenizer.load(folder)
     t0 = time.time()
-    tokenizer = WordPieceTokenizer.train(train_text, vocab_size=vocab_size, lowercase=lowercase)
+    tokenizer = WordPieceTokenizer.train_fitted(train_text, vocab_size=vocab_size, lowercase=lowercase)
     log(f"trained a WordPiece vocabulary of {tokenizer.vocab_size} on {len(train_text):,} lines in "
-        f"{time.time() - t0:.1f}s; cached in {folder}")
+        f"{time.time() - t0:.1f}s (every token occurs in them); cached in {folder}")
     tokenizer.save(folder)
     return tokenizer
 
 
 def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
-    """Corpus -> tokenizer (trained unless given) -> packed sequences -> training stream + fixed validation batches."""
-    from .data_loader import MLMBatches, encode_corpus, fixed_validation_batches, load_corpus, pack_sequences
+    """Corpus (or mixture) -> tokenizer (trained unless given) -> packed rows (cached) -> training stream + fixed
+    validation batches. A mixture's corpora are packed separately and mixed by row in their weights
+    (`mixture_rows`); its validation rows are each corpus' held-out rows in the same shares."""
+    from ..data.corpora import corpus_lines, parse_corpus
+    from .data_loader import MLMBatches, fixed_validation_batches, mixture_rows, pack_corpus
     from .tokenizer import WordPieceTokenizer
 
     d, m, t = cfg.data, cfg.model, cfg.training
-    train_text = load_corpus(d.corpus, "train", d.data_dir)
-    valid_text = load_corpus(d.corpus, "valid", d.data_dir)
+    components = parse_corpus(d.corpus)
+    train_text = [corpus_lines(c.name, "train", d.data_dir) for c in components]
+    valid_text = [corpus_lines(c.name, "valid", d.data_dir) for c in components]
     if tokenizer is None:
         tokenizer = WordPieceTokenizer.load(d.tokenizer) if d.tokenizer else corpus_tokenizer(
-            train_text, m.vocab_size, d.lowercase, log)
+            [line for lines in train_text for line in lines], m.vocab_size, d.lowercase, log)
     if tokenizer.vocab_size != m.vocab_size:
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is {m.vocab_size}; "
                           f"set model.vocab_size={tokenizer.vocab_size}")
-    train_ids, train_tt = pack_sequences(encode_corpus(train_text, tokenizer), d.max_seq_len)
-    valid_ids, valid_tt = pack_sequences(encode_corpus(valid_text, tokenizer), d.max_seq_len)
+    train = [pack_corpus(lines, tokenizer, d.max_seq_len, log=log) for lines in train_text]
+    valid = [pack_corpus(lines, tokenizer, d.max_seq_len, log=log) for lines in valid_text]
+    if len(components) == 1:
+        (train_ids, train_tt), (valid_ids, valid_tt) = train[0], valid[0]
+    else:
+        weights = [c.weight for c in components]
+        train_ids, train_tt = mixture_rows(train, weights)
+        n_valid = d.valid_batches * t.batch_size
+        take = [max(1, int(round(w * n_valid))) for w in weights]
+        valid_ids = np.concatenate([ids[:k] for (ids, _), k in zip(valid, take)])
+        valid_tt = np.concatenate([tt[:k] for (_, tt), k in zip(valid, take)])
     if d.curriculum == "none":
-        stream = MLMBatches(train_ids, train_tt, t.batch_size, m.vocab_size, d.mask_prob, seed=t.seed)
+        stream = MLMBatches(train_ids, train_tt, t.batch_size, m.vocab_size, d.mask_prob, seed=t.seed,
+                            **masking_options(cfg, tokenizer))
     else:
         # competence grows linearly from curriculum_start to 1 (all rows) over curriculum_steps
         steps = d.curriculum_steps or max(1, t.max_steps // 2)
@@ -144,6 +160,16 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
     log(f"corpus {d.corpus}: {len(train_ids):,} training and {len(valid_ids):,} validation sequences of "
         f"{d.max_seq_len} tokens ({int((train_ids > 0).sum()):,} training tokens)")
     return tokenizer, stream, valid
+
+
+def masking_options(cfg: RunConfig, tokenizer) -> dict:
+    """mask_tokens' keyword arguments for data.masking, data.mask_fraction and data.random_fraction (the held-out
+    batches always use BERT's token-level 80/10/10 rule, so every recipe's curve is measured the same way)."""
+    d = cfg.data
+    options = {"mask_fraction": d.mask_fraction, "random_fraction": d.random_fraction}
+    if d.masking == "whole_word":
+        options["continuation"] = np.array([t.startswith(CONTINUATION) for t in tokenizer.vocab])
+    return options
 
 
 def adaptive_masking(cfg: RunConfig) -> AdaptiveMasking | None:
@@ -169,7 +195,6 @@ def build_optimizer(model: MiniBERT, cfg: RunConfig):
     flat, mask = model.store.flat, decay_mask(model.store)
     scales = None
     if t.layer_lr_decay < 1.0:
-        from ..evaluation.analysis import layer_wise_lr_scales
         scales = layer_wise_lr_scales(model, t.layer_lr_decay)
     if t.optimizer == "lion":
         opt = Lion(flat, mask, lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay, lr_scale=scales)
@@ -299,7 +324,12 @@ class Trainer:
         self.agc = (AdaptiveGradientClipper(self.model.store.flat, self.model.store, clip=t.agc_clip)
                     if t.agc_clip > 0 else None)
         self.masking = adaptive_masking(cfg)
-        self.warmup_steps = int(round(t.warmup_ratio * t.max_steps))
+        self.max_steps = t.max_steps                # the schedule's length
+        if t.schedule_to_budget:                    # fitted once, then checkpointed
+            if "max_steps" not in self.state:
+                self.state["max_steps"] = self.fit_schedule()
+            self.max_steps = self.state["max_steps"]
+        self.warmup_steps = int(round(t.warmup_ratio * self.max_steps))
         if resume:
             if ck.optimizer_state is None:
                 raise CheckpointError(f"{existing} has no optimizer state; it cannot be resumed exactly")
@@ -324,6 +354,29 @@ class Trainer:
         if t.analysis_every:
             from ..evaluation.analysis import TrainingMonitor
             self.monitor = TrainingMonitor(every=t.analysis_every)
+
+    def fit_schedule(self, timed_steps: int = 3) -> int:
+        """The schedule's length for training.schedule_to_budget: max_minutes divided by the measured cost of a
+        step (gradients of a validation batch, timed after one untimed call, plus 5% for clipping and the optimizer)
+        with its share of an evaluation; at most max_steps. Nothing is trained: weights, optimizer and data stream
+        are untouched."""
+        from threadpoolctl import threadpool_limits
+
+        t = self.cfg.training
+        batch = self.valid[0]
+        with threadpool_limits(1) if self.threads > 1 else nullcontext():     # as in train()
+            self.worker.loss_and_gradients(batch)
+            t0 = time.perf_counter()
+            for _ in range(timed_steps):
+                self.worker.loss_and_gradients(batch)
+            step_s = 1.05 * (time.perf_counter() - t0) / timed_steps
+            t0 = time.perf_counter()
+            self.evaluate()
+            per_step = step_s + (time.perf_counter() - t0) / t.eval_every
+        steps = max(1, min(t.max_steps, int(t.max_minutes * 60 / per_step)))
+        self.log(f"schedule fitted to {t.max_minutes:g} minutes: {steps:,} steps ({per_step * 1000:.0f} ms per step "
+                 f"with its share of evaluation)")
+        return steps
 
     def train_step(self, batch, lr: float) -> tuple[float, float, dict]:
         """Loss and gradients (split across threads), adaptive clipping (if on), global-norm clipping, optimizer
@@ -427,7 +480,7 @@ class Trainer:
         signal.signal(signal.SIGINT, on_sigint)
         start_step = self.state["step"]
         t_start = time.perf_counter() - self.state["elapsed_s"]
-        bar = tqdm(total=t.max_steps, initial=start_step, disable=not self.progress, unit="step",
+        bar = tqdm(total=self.max_steps, initial=start_step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, file=sys.stderr)
         # the loss sum of the current logging window is checkpointed: a run stopped mid-window logs, once resumed,
         # the same averages as an uninterrupted run (tokens/s restarts: it measures this process's speed)
@@ -439,9 +492,9 @@ class Trainer:
         limits = threadpool_limits(1) if self.threads > 1 else nullcontext()
         try:
             with limits:
-                while self.state["step"] < t.max_steps:
+                while self.state["step"] < self.max_steps:
                     step = self.state["step"]
-                    lr = lr_at(step, t.lr, self.warmup_steps, t.max_steps, t.schedule, t.min_lr_ratio)
+                    lr = lr_at(step, t.lr, self.warmup_steps, self.max_steps, t.schedule, t.min_lr_ratio)
                     mask_prob = self.stream.mask_prob     # the rate this batch was masked with
                     batch = self.stream.next_batch()
                     loss, norm, cache = self.train_step(batch, lr)
@@ -454,7 +507,7 @@ class Trainer:
                     extra = {}
                     if self.monitor is not None:
                         extra = self.monitor.observe(step, self.model, self.worker.grads, cache, lr, loss, grad_norm=norm)
-                    if step % t.log_every == 0 or step == t.max_steps or extra:
+                    if step % t.log_every == 0 or step == self.max_steps or extra:
                         dt = time.perf_counter() - window_t0
                         record = {"step": step, "elapsed_s": round(elapsed, 3),
                                   "train_loss": window_loss / window_steps, "lr": lr,
@@ -467,7 +520,7 @@ class Trainer:
                         if self.masking is not None:
                             self.stream.mask_prob = self.masking.update(train_loss=record["train_loss"])
                     self.state["log_window"] = (window_loss, window_steps)
-                    if step % t.eval_every == 0 or step == t.max_steps:
+                    if step % t.eval_every == 0 or step == self.max_steps:
                         last_eval = self.evaluate()
                         record = record or {"step": step, "elapsed_s": round(elapsed, 3)}
                         record.update(last_eval)
@@ -487,7 +540,7 @@ class Trainer:
                         self._write_metrics(record)
                     bar.update(1)
                     out_of_time = t.max_minutes is not None and elapsed >= t.max_minutes * 60
-                    if step % t.checkpoint_every == 0 or step == t.max_steps or out_of_time or interrupted["flag"]:
+                    if step % t.checkpoint_every == 0 or step == self.max_steps or out_of_time or interrupted["flag"]:
                         self.save()
                     if interrupted["flag"]:
                         stop_reason = "interrupted"

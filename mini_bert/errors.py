@@ -1,0 +1,23 @@
+"""The errors a user can fix. Each is a `MiniBertError`; the `minibert` command prints its message (what is wrong
+and what to do) and exits with code 2. Any other exception is a bug and keeps its traceback.
+
+They subclass ValueError so that code written against the earlier ValueError-based errors still catches them.
+"""
+
+from __future__ import annotations
+
+
+class MiniBertError(ValueError):
+    """A problem the user can fix: the message says what is wrong and how to fix it."""
+
+
+class ConfigError(MiniBertError):
+    """A configuration problem, listing every bad value with its path."""
+
+
+class DataError(MiniBertError):
+    """A dataset or corpus is missing, empty or malformed; the message names the file (and line) and the fix."""
+
+
+class CheckpointError(MiniBertError):
+    """A checkpoint folder is missing, incomplete or does not fit the run."""
