@@ -56,7 +56,7 @@ from mini_bert.reference.torch_bert import TorchMiniBERT
 from mini_bert.training.checkpointing import CheckpointError, load_checkpoint
 from mini_bert.training.scheduler import lr_at
 from mini_bert.training.trainer import TrainingDiverged, evaluate_mlm, prepare_data
-from mini_bert.utils.allocator import keep_freed_memory
+from mini_bert.training.allocator import keep_freed_memory
 
 DECAYED_KINDS = ("matrix", "embedding")      # as mini_bert.training.optimizer.decay_mask
 PROGRESS_EVERY_S = 30.0                      # a progress line at most this often between evaluations

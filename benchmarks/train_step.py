@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from mini_bert.utils.allocator import keep_freed_memory
+from mini_bert.training.allocator import keep_freed_memory
 
 
 def numpy_step_fn(cfg, batch, threads: int, analysis_every: int = 0):
@@ -33,7 +33,7 @@ def numpy_step_fn(cfg, batch, threads: int, analysis_every: int = 0):
     limits = threadpool_limits(1 if threads > 1 else os.cpu_count())
     monitor = None
     if analysis_every:
-        from mini_bert.evaluation.analysis import TrainingMonitor
+        from mini_bert.analysis.dynamics import TrainingMonitor
         monitor = TrainingMonitor(every=analysis_every)
     state = {"step": 0}
 
@@ -80,8 +80,8 @@ def torch_step_fn(cfg, batch):
 
 def main() -> None:
     from mini_bert.config import ModelConfig, parse_overrides
-    from mini_bert.training.data_loader import Batch
-    from mini_bert.training.mlm import mask_tokens
+    from mini_bert.data.batches import Batch
+    from mini_bert.data.masking import mask_tokens
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=32)

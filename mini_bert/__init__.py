@@ -4,17 +4,20 @@
 """
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("mini-bert")
+except PackageNotFoundError:        # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
-# Resolved on first use, so that `python -m mini_bert.training.mlm` (and the other demos) do not import the module
-# they are about to run as __main__ a second time.
+# Resolved on first use: `import mini_bert` stays cheap, and the facade imports nothing the layers below rely on.
 _EXPORTS = {
     "MiniBERT": "mini_bert.core.model",
     "MiniBERTGradients": "mini_bert.core.gradients",
     "ModelConfig": "mini_bert.config",
-    "mask_tokens": "mini_bert.training.mlm",
-    "mlm_cross_entropy": "mini_bert.training.mlm",
+    "mask_tokens": "mini_bert.data.masking",
+    "mlm_cross_entropy": "mini_bert.core.gradients",
     "ModelFactory": "mini_bert.factory",
 }
 __all__ = list(_EXPORTS)

@@ -1,3 +1,5 @@
+"""`python -m mini_bert` is the `minibert` command."""
+
 import sys
 
 from .cli import main

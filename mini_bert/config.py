@@ -1,6 +1,6 @@
 """Configuration: validated pydantic models, YAML files, and `key=value` overrides.
 
-`python -m mini_bert.config [--config FILE] [key=value ...]` prints the resolved configuration.
+`minibert config [--config FILE] [key=value ...]` prints the resolved configuration.
 
 Every section forbids unknown keys, so a typo in a YAML file or an override fails loudly with its path
 (`training.lr: Input should be a valid number`), instead of being silently ignored.
@@ -8,9 +8,7 @@ Every section forbids unknown keys, so a typo in a YAML file or an override fail
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -59,14 +57,14 @@ class ModelConfig(_Strict):
     def _check(self) -> "ModelConfig":
         # Raised as ValueError inside pydantic's ValidationError (itself a ValueError subclass).
         if self.hidden_size % self.num_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads}); "
                 f"try num_heads in {[h for h in range(1, 17) if self.hidden_size % h == 0]}"
             )
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.norm_position not in NORM_POSITIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown norm_position {self.norm_position!r}; choose one of {', '.join(NORM_POSITIONS)}"
             )
         return self
@@ -152,7 +150,7 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _check_fractions(self) -> "DataConfig":
         if self.mask_fraction + self.random_fraction > 1.0 + 1e-9:
-            raise ValueError(f"mask_fraction ({self.mask_fraction}) + random_fraction ({self.random_fraction}) "
+            raise ConfigError(f"mask_fraction ({self.mask_fraction}) + random_fraction ({self.random_fraction}) "
                              f"must be at most 1: they split the selected positions (the rest stay unchanged)")
         return self
 
@@ -195,7 +193,7 @@ class TrainingConfig(_Strict):
     @model_validator(mode="after")
     def _check_budget(self) -> "TrainingConfig":
         if self.schedule_to_budget and self.max_minutes is None:
-            raise ValueError("schedule_to_budget needs training.max_minutes: the schedule is fitted to that budget")
+            raise ConfigError("schedule_to_budget needs training.max_minutes: the schedule is fitted to that budget")
         return self
 
 
@@ -217,7 +215,7 @@ class RunConfig(_Strict):
 # ----------------------------------------------------------------------------------------------------------------
 # Files and overrides
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"     # package data: every install has them
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
@@ -226,7 +224,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling; `python -m mini_bert.config` prints every valid key)"
+            msg = "unknown key (check its spelling; `minibert config` prints every valid key)"
         lines.append(f"  {path}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else ""))
     return "\n".join(lines)
 
@@ -313,26 +311,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return RunConfig(**data)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mini_bert.config",
-                                     description="Print the resolved configuration (defaults <- file <- overrides).")
-    parser.add_argument("--config", help="a YAML path or a name under configs/ (e.g. debugging)")
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. training.lr=3e-4 model.num_layers=2")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
-    print(yaml.safe_dump(cfg.model_dump(), sort_keys=False), end="")
-    m = cfg.model
-    from .core.parameters import parameter_specs
-    n = sum(s.size for s in parameter_specs(m))
-    print(f"# {n:,} parameters; head size {m.head_dim}; {m.num_layers} x {m.activation} {m.norm_position}-LN layers")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

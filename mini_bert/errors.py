@@ -21,3 +21,11 @@ class DataError(MiniBertError):
 
 class CheckpointError(MiniBertError):
     """A checkpoint folder is missing, incomplete or does not fit the run."""
+
+
+class MissingFileError(MiniBertError, FileNotFoundError):
+    """A file or folder the user named, or that a checkpoint or dataset needs, does not exist."""
+
+
+class DownloadError(DataError, OSError):
+    """A dataset could not be downloaded; the message names the URL and where to put the file by hand."""

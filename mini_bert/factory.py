@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .errors import MiniBertError, MissingFileError
 from .config import CONFIG_DIR, ConfigError, ModelConfig
 from .core.model import MiniBERT
 
@@ -68,7 +69,7 @@ class ModelFactory:
         """
         path = Path(checkpoint_path)
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist; pass a checkpoint folder, a run folder (runs/...) or a "
+            raise MissingFileError(f"{path} does not exist; pass a checkpoint folder, a run folder (runs/...) or a "
                                     f"Hugging Face BERT folder with config.json")
         if (path / "config.json").exists() and not (path / "config.yaml").exists():
             return MiniBERT.from_pretrained(path)
@@ -85,20 +86,20 @@ class ModelFactory:
         "brown", or a text file/folder; see data_loader.load_corpus) is trained on its training split once and
         reused from the cache afterwards (trainer.corpus_tokenizer), so every caller gets the same pieces.
         """
-        from .training.tokenizer import WordPieceTokenizer
+        from .data.tokenizer import WordPieceTokenizer
 
         if vocab_path is not None:
             if not Path(vocab_path).exists():
-                raise FileNotFoundError(f"vocabulary {vocab_path} does not exist; pass a vocab.txt or a folder "
+                raise MissingFileError(f"vocabulary {vocab_path} does not exist; pass a vocab.txt or a folder "
                                         f"holding one, or vocab_path=None to train one on a corpus")
             tokenizer = WordPieceTokenizer.load(vocab_path)
             if vocab_size is not None and tokenizer.vocab_size != vocab_size:
-                raise ValueError(f"{vocab_path} holds {tokenizer.vocab_size} tokens, not vocab_size={vocab_size}; "
+                raise MiniBertError(f"{vocab_path} holds {tokenizer.vocab_size} tokens, not vocab_size={vocab_size}; "
                                  f"pass vocab_size={tokenizer.vocab_size} (or None to accept any size)")
             return tokenizer
         if vocab_size is None:
-            raise ValueError("vocab_size=None needs a vocab_path; give the size of the vocabulary to train")
-        from .training.data_loader import load_corpus
+            raise MiniBertError("vocab_size=None needs a vocab_path; give the size of the vocabulary to train")
+        from .data.corpora import load_corpus
         from .training.trainer import corpus_tokenizer
 
         return corpus_tokenizer(load_corpus(corpus, "train", data_dir), vocab_size, lowercase, log)

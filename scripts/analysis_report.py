@@ -10,7 +10,7 @@ while it trains to keep the history). For each checkpoint, on the run's own fixe
   - linear CKA between layers (final checkpoint);
   - gradient norm per layer at initialisation and after training, pre-LN (this run) against the same model
     with post-LN at initialisation: how LayerNorm placement shapes gradient flow.
-Every figure is written with its numbers as JSON (mini_bert.utils.visualization); summary.json collects them.
+Every figure is written with its numbers as JSON (mini_bert.analysis.figures); summary.json collects them.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import numpy as np
 from mini_bert.core.gradients import MiniBERTGradients
 from mini_bert.core.model import MiniBERT
 from mini_bert.evaluation import metrics as M
-from mini_bert.evaluation.analysis import analyze_gradient_magnitudes_by_layer
+from mini_bert.analysis.dynamics import analyze_gradient_magnitudes_by_layer
 from mini_bert.training.checkpointing import list_step_checkpoints, load_checkpoint
-from mini_bert.training.mlm import mlm_cross_entropy
+from mini_bert.core.gradients import mlm_cross_entropy
 from mini_bert.training.trainer import prepare_data
-from mini_bert.utils import visualization as V
-from mini_bert.utils.visualization import to_jsonable
+from mini_bert.analysis import figures as V
+from mini_bert.analysis.figures import to_jsonable
 
 
 def head_patterns(attention, input_ids, attention_mask) -> dict:

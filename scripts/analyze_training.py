@@ -1,5 +1,5 @@
 """Analyse a training run: loss components by ablation, parameter updates between checkpoints and training issues,
-written as figures, JSON and a Markdown summary by `mini_bert.tools.training_analyzer.TrainingAnalyzer`.
+written as figures, JSON and a Markdown summary by `mini_bert.analysis.training_analyzer.TrainingAnalyzer`.
 
     python scripts/analyze_training.py runs/default [--output-dir DIR] [--mode mean|zero] [--max-batches 4]
 
@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mini_bert.tools.training_analyzer import ABLATION_MODES, TrainingAnalyzer
+from mini_bert.analysis.training_analyzer import ABLATION_MODES, TrainingAnalyzer
 
 
 def parse_args(argv=None):

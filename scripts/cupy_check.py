@@ -27,7 +27,8 @@ from mini_bert.core import layers as L
 from mini_bert.core import math_ops as M
 from mini_bert.core.gradients import MiniBERTGradients
 from mini_bert.core.model import MiniBERT
-from mini_bert.training.mlm import mask_tokens, mlm_cross_entropy
+from mini_bert.core.gradients import mlm_cross_entropy
+from mini_bert.data.masking import mask_tokens
 
 try:
     import cupy as xp

@@ -1,5 +1,5 @@
 """Explore a checkpoint interactively: type a sentence, see the model's predictions for each [MASK] and a summary of
-where every attention head looks (`mini_bert.tools.mathematical_explorer.MathematicalExplorer`).
+where every attention head looks (`mini_bert.analysis.explorer.MathematicalExplorer`).
 
     python scripts/interactive_explore.py --checkpoint runs/default                    # a prompt; empty line quits
     python scripts/interactive_explore.py --checkpoint runs/default --text "the [MASK] fell sharply ."
@@ -8,8 +8,8 @@ where every attention head looks (`mini_bert.tools.mathematical_explorer.Mathema
 import argparse
 import sys
 
-from mini_bert.tools.analyze import encode_text
-from mini_bert.tools.mathematical_explorer import MathematicalExplorer
+from mini_bert.analysis.report import encode_text
+from mini_bert.analysis.explorer import MathematicalExplorer
 from mini_bert.training.checkpointing import load_model_and_tokenizer
 
 

@@ -9,7 +9,7 @@ import pytest
 from mini_bert import MiniBERT, ModelConfig, mask_tokens
 from mini_bert.training.advanced_optimizers import (AdaptiveGradientClipper, AdvancedOptimizer, Lion, Lookahead,
                                                     _unit_axis, adaptive_gradient_clip)
-from mini_bert.training.data_loader import Batch
+from mini_bert.data.batches import Batch
 from mini_bert.training.optimizer import AdamW, decay_mask
 from mini_bert.training.trainer import GradientWorker
 

@@ -1,4 +1,4 @@
-"""Analysis tools (evaluation/analysis.py): component breakdowns with known answers, training dynamics, and the
+"""Analysis tools (analysis/dynamics.py): component breakdowns with known answers, training dynamics, and the
 training-issue detector on planted problems in short real trainings of a tiny model."""
 
 import math
@@ -8,8 +8,9 @@ import pytest
 
 from mini_bert.core.gradients import MiniBERTGradients
 from mini_bert.core.model import MiniBERT
-from mini_bert.evaluation import analysis as A
-from mini_bert.training.mlm import mask_tokens, mlm_cross_entropy
+from mini_bert.analysis import dynamics as A
+from mini_bert.core.gradients import mlm_cross_entropy
+from mini_bert.data.masking import mask_tokens
 from mini_bert.training.optimizer import AdamW, decay_mask
 
 TINY = dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
@@ -103,14 +104,15 @@ def test_lr_sensitivity_runs_on_a_copy():
 
 def test_layer_wise_lr_scales():
     model = tiny(num_layers=3)
-    s = A.layer_wise_lr_scales(model, decay=0.5)
+    from mini_bert.training.optimizer import layer_wise_lr_scales
+    s = layer_wise_lr_scales(model, decay=0.5)
     sl = model.store.slices
     assert np.all(s[sl["W_cls"]] == 1.0) and np.all(s[sl["W_QKV_2"]] == 1.0)
     assert np.all(s[sl["W1_1"]] == 0.5) and np.all(s[sl["ln2_gamma_0"]] == 0.25)
     assert np.all(s[sl["E_token"]] == 0.125)
-    assert np.all(A.layer_wise_lr_scales(model, 1.0) == 1.0)
+    assert np.all(layer_wise_lr_scales(model, 1.0) == 1.0)
     with pytest.raises(ValueError, match="decay"):
-        A.layer_wise_lr_scales(model, 0.0)
+        layer_wise_lr_scales(model, 0.0)
     AdamW(model.store.flat, decay_mask(model.store), lr_scale=s)    # the optimizer accepts the vector
 
 

@@ -13,7 +13,8 @@ import pytest
 from mini_bert import cli
 
 REPO = Path(__file__).resolve().parent.parent
-SUBCOMMANDS = ["train", "selftest", "evaluate", "probe-pos", "finetune-sst2", "analyze"]
+SUBCOMMANDS = ["train", "selftest", "evaluate", "probe-pos", "finetune-sst2", "knowledge", "analyze", "demo",
+               "config", "metrics", "profile", "memory"]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -23,25 +24,39 @@ def _subcommands() -> set[str]:
     return set(sub.choices)
 
 
-@pytest.mark.parametrize("name", SUBCOMMANDS)
-def test_subcommand_is_registered(name):
-    if name not in _subcommands():
-        module = {"evaluate": "mini_bert.evaluation.evaluate"}.get(name)
-        if module is not None and module in cli.COMMAND_MODULES:
-            try:
-                __import__(module)
-            except ModuleNotFoundError:
-                pytest.xfail(f"{module} is not written yet, so `minibert {name}` is missing")
-    assert name in _subcommands()
+def test_every_command_is_registered():
+    assert set(SUBCOMMANDS) == _subcommands()
 
 
-def test_every_command_module_registers_a_subcommand():
+def test_every_command_module_adds_its_parser():
+    import importlib
     for name in cli.COMMAND_MODULES:
-        try:
-            module = __import__(name, fromlist=["register_cli"])
-        except ModuleNotFoundError:
-            continue          # reported by test_subcommand_is_registered
-        assert callable(getattr(module, "register_cli", None)), f"{name} has no register_cli(subparsers)"
+        module = importlib.import_module(f"mini_bert.cli.{name}")
+        assert callable(getattr(module, "add_parser", None)), f"mini_bert.cli.{name} has no add_parser"
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"minibert {version('mini-bert')}"
+
+
+def test_a_bug_keeps_its_traceback_while_a_user_mistake_is_one_line(monkeypatch, capsys):
+    from mini_bert.cli import config as config_command
+
+    def broken(args):
+        raise ValueError("an internal invariant failed")       # not a MiniBertError: a bug
+    monkeypatch.setattr(config_command, "run", broken)
+    parser_run = cli.build_parser().parse_args(["config"]).func
+    assert parser_run is broken
+    with pytest.raises(ValueError, match="internal invariant"):
+        cli.main(["config"])
+    monkeypatch.undo()
+    assert cli.main(["config", "training.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minibert config: error:") and "training.nope" in err
 
 
 def test_help_lists_the_subcommands(capsys):
@@ -96,14 +111,15 @@ def test_user_errors_exit_2_with_one_line(capsys, tmp_path):
 def test_train_shortcut_flags_become_overrides(monkeypatch):
     seen = {}
 
-    def fake_train_command(args):
-        seen["overrides"] = list(args.overrides)
-        return 0
+    def fake_load_config(path, overrides):
+        seen["overrides"] = list(overrides)
+        raise SystemExit(0)
 
-    from mini_bert.training import trainer
+    from mini_bert import config
 
-    monkeypatch.setattr(trainer, "train_command", fake_train_command)
-    assert cli.main(["train", "--max-steps", "7", "--max-minutes", "1.5", "--output-dir", "runs/x",
-                     "model.num_layers=1"]) == 0
+    monkeypatch.setattr(config, "load_config", fake_load_config)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--max-steps", "7", "--max-minutes", "1.5", "--output-dir", "runs/x",
+                  "model.num_layers=1"])
     assert seen["overrides"] == ["model.num_layers=1", "training.max_steps=7", "training.max_minutes=1.5",
                                  "training.output_dir=runs/x"]

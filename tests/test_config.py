@@ -16,7 +16,6 @@ from mini_bert.config import (CONFIG_DIR, ConfigError, ModelConfig, RunConfig, l
 REPO = Path(__file__).resolve().parent.parent
 MODEL_FILES = sorted((CONFIG_DIR / "model").glob("*.yaml"))
 TRAINING_FILES = sorted((CONFIG_DIR / "training").glob("*.yaml"))
-EVALUATION_FILES = sorted((CONFIG_DIR / "evaluation").glob("*.yaml"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -26,8 +25,7 @@ EVALUATION_FILES = sorted((CONFIG_DIR / "evaluation").glob("*.yaml"))
 def test_the_config_tree_holds_the_planned_files():
     names = {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml")}
     assert {"model/base.yaml", "model/small.yaml", "model/large.yaml", "model/debug.yaml",
-            "training/mlm_pretraining.yaml", "training/downstream_sst2.yaml", "training/debugging.yaml",
-            "evaluation/intrinsic.yaml", "evaluation/probing.yaml", "evaluation/downstream.yaml"} <= names
+            "training/mlm_pretraining.yaml", "training/debugging.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.name)
@@ -78,16 +76,6 @@ def test_training_files_fit_their_models():
     for path in TRAINING_FILES:
         cfg = load_config(path)
         assert cfg.data.max_seq_len <= cfg.model.max_position_embeddings, path.name
-
-
-@pytest.mark.parametrize("path", EVALUATION_FILES, ids=lambda p: p.name)
-def test_evaluation_files_are_flat_key_value_mappings(path):
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(data, dict) and data
-    assert "checkpoint" in data
-    for key, value in data.items():
-        assert isinstance(key, str)
-        assert value is None or isinstance(value, (str, int, float, bool, list)), (path.name, key)
 
 
 def test_every_config_value_line_has_a_comment():
@@ -217,7 +205,7 @@ def test_override_with_a_bad_value_names_its_path():
 
 
 def _config_cli(*args):
-    return subprocess.run([sys.executable, "-m", "mini_bert.config", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mini_bert", "config", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
 
 

@@ -19,10 +19,10 @@ from mini_bert.config import ConfigError, load_config, parse_corpus
 from mini_bert.data import corpora
 from mini_bert.data.corpora import clean_review, corpus_lines, load_imdb
 from mini_bert.errors import DataError
-from mini_bert.training import data_loader
-from mini_bert.training.data_loader import mixture_rows, pack_corpus
-from mini_bert.training.tokenizer import WordPieceTokenizer
-from mini_bert.utils.io_utils import data_root
+from mini_bert.data import batches as data_loader
+from mini_bert.data.batches import mixture_rows, pack_corpus
+from mini_bert.data.tokenizer import WordPieceTokenizer
+from mini_bert.data.sources import data_root
 
 LINES = ["the film was good .", "a bad film , really bad .", "good acting and a good story .",
          "the story was thin", "really good"] * 8

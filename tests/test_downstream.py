@@ -9,10 +9,11 @@ import pytest
 
 from mini_bert.config import CLS_ID, PAD_ID, SEP_ID, ModelConfig, RunConfig
 from mini_bert.core.model import MiniBERT
+from mini_bert.cli.finetune import parse_seeds
 from mini_bert.evaluation.downstream import (bag_of_words_baseline, encode_for_classification, finetune_classifier,
-                                             finetune_sst2_checkpoint, ngram_features, pad_batch, parse_seeds,
+                                             finetune_sst2_checkpoint, ngram_features, pad_batch,
                                              predict_labels, run_sst2)
-from mini_bert.utils.io_utils import data_root
+from mini_bert.data.sources import data_root
 
 POSITIVE = ["a wonderful , moving film", "great acting and a lovely story", "i loved every minute of it",
             "a delightful and funny ride", "beautiful , warm and wise", "the best film of the year"]
@@ -24,7 +25,7 @@ LABELS = np.array([1] * len(POSITIVE) + [0] * len(NEGATIVE))
 
 @pytest.fixture(scope="module")
 def tok():
-    from mini_bert.training.tokenizer import WordPieceTokenizer
+    from mini_bert.data.tokenizer import WordPieceTokenizer
 
     return WordPieceTokenizer.train(TEXTS * 3, vocab_size=300)
 
@@ -124,7 +125,7 @@ def test_seed_and_size_arguments_are_checked():
 
 
 def test_bad_sst2_label_is_caught_by_the_loader(tmp_path, tok):
-    from mini_bert.training.data_loader import DataError
+    from mini_bert.data.readers import DataError
 
     (tmp_path / "sst2").mkdir()
     (tmp_path / "sst2" / "stsa.binary.train").write_text("1 a fine film\n2 a strange label\n", encoding="utf-8")
@@ -146,7 +147,7 @@ def test_checkpoint_without_tokenizer_is_a_clear_error(tmp_path, tok, capsys):
 
 @pytest.mark.skipif(not (data_root() / "sst2").is_dir(), reason="SST-2 not under data_root()")
 def test_bag_of_words_baseline_on_real_sst2():
-    from mini_bert.training.data_loader import load_sst2
+    from mini_bert.data.readers import load_sst2
 
     train, y_train = load_sst2("train")
     dev, y_dev = load_sst2("dev")

@@ -11,7 +11,7 @@ from mini_bert.cli import main
 from mini_bert.config import ModelConfig, RunConfig
 from mini_bert.core.model import MiniBERT
 from mini_bert.evaluation import evaluate
-from mini_bert.utils.io_utils import data_root
+from mini_bert.data.sources import data_root
 
 TEXT = ["the market rose sharply on monday", "investors bought shares of the company",
         "the company said profits fell", "analysts expect a weaker dollar next year"]
@@ -20,7 +20,7 @@ TEXT = ["the market rose sharply on monday", "investors bought shares of the com
 @pytest.fixture
 def checkpoint(tmp_path) -> Path:
     from mini_bert.training.checkpointing import save_checkpoint
-    from mini_bert.training.tokenizer import WordPieceTokenizer
+    from mini_bert.data.tokenizer import WordPieceTokenizer
 
     tok = WordPieceTokenizer.train(TEXT * 5, vocab_size=300)
     cfg = RunConfig(model=ModelConfig(vocab_size=tok.vocab_size, hidden_size=16, num_layers=1, num_heads=2,
@@ -35,7 +35,7 @@ def test_report_paths():
 
 
 def test_sections_without_data_are_reported_as_skipped(checkpoint, tmp_path, monkeypatch):
-    from mini_bert.training.data_loader import DataError
+    from mini_bert.data.readers import DataError
 
     def no_ewt(*args, **kwargs):
         raise DataError("CoNLL-U file en_ewt-ud-train.conllu does not exist")
@@ -70,7 +70,7 @@ def test_cli_overfit_one_batch_goes_to_the_sanity_check(monkeypatch):
     from mini_bert.training import sanity
 
     calls = []
-    monkeypatch.setattr(sanity, "overfit_command", lambda quick=False: calls.append(quick) or 0)
+    monkeypatch.setattr(sanity, "overfit_one_batch", lambda quick=False: calls.append(quick) or {"final_loss": 0.0})
     assert main(["evaluate", "--overfit-one-batch", "--quick"]) == 0
     assert calls == [True]
 

@@ -11,7 +11,7 @@ from mini_bert import ModelFactory
 from mini_bert.config import CONFIG_DIR, ConfigError, ModelConfig, load_config, pretraining_model
 from mini_bert.core.model import MiniBERT
 from mini_bert.training.checkpointing import save_checkpoint
-from mini_bert.training.tokenizer import WordPieceTokenizer
+from mini_bert.data.tokenizer import WordPieceTokenizer
 
 TINY = ModelConfig(vocab_size=64, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                    max_position_embeddings=16)
@@ -84,7 +84,7 @@ def test_create_tokenizer_loads_a_vocabulary(tmp_path):
 
 
 def test_create_tokenizer_trains_on_a_corpus_once_then_reuses_it(tmp_path):
-    from mini_bert.training.data_loader import load_ptb
+    from mini_bert.data.readers import load_ptb
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(load_ptb("train")[:1500]) + "\n")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mini_bert.config import SPECIAL_TOKENS, ModelConfig
-from mini_bert.core.gradients import masked_cross_entropy
+from mini_bert.core.gradients import mlm_cross_entropy
 from mini_bert.core.model import MiniBERT
 from mini_bert.evaluation.intrinsic import (FREQUENCY_BANDS, WORD_TYPES, count_tokens, format_intrinsic_table,
                                             frequency_bands, intrinsic_evaluation, token_word_types)
@@ -58,7 +58,7 @@ def test_overall_numbers_agree_with_the_level1_metrics():
     losses, accs, ns = [], [], []
     for b in batches:
         logits, _ = model.forward(b.input_ids, b.attention_mask, masked_positions=b.mask_positions)
-        loss, _ = masked_cross_entropy(logits, b.target_ids, b.mask_positions)
+        loss, _ = mlm_cross_entropy(logits, b.target_ids, b.mask_positions)
         n = int(b.mask_positions.sum())
         losses.append(loss * n)
         accs.append(masked_accuracy(logits, b.target_ids[b.mask_positions]) * n)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import mini_bert
-from mini_bert.utils import io_utils
-from mini_bert.utils.io_utils import (DATASETS, DatasetSource, RemoteFile, atomic_write_bytes, atomic_write_text,
+from mini_bert.data import sources as io_utils
+from mini_bert.data.sources import (DATASETS, DatasetSource, RemoteFile, atomic_write_bytes, atomic_write_text,
                                       cache_dir, data_root, extract_archive, fetch, file_md5, file_sha256, locate,
                                       locate_parts)
 

@@ -6,7 +6,6 @@ The readers run on small files written here and, when the data root exists, on t
 folder's SOURCES.md).
 """
 
-import argparse
 import json
 
 import numpy as np
@@ -17,9 +16,9 @@ from mini_bert.config import CLS_ID, MASK_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 from mini_bert.core.model import MiniBERT
 from mini_bert.evaluation import knowledge as K
 from mini_bert.evaluation import knowledge_data as kd
-from mini_bert.training.data_loader import DataError
-from mini_bert.training.tokenizer import WordPieceTokenizer
-from mini_bert.utils.io_utils import data_root
+from mini_bert.data.readers import DataError
+from mini_bert.data.tokenizer import WordPieceTokenizer
+from mini_bert.data.sources import data_root
 
 WORDS = ["the", "cat", "dog", "sat", "ran", "king", "queen", "man", "woman", "paris", "france", "rome", "italy",
          "berlin", "germany", "is", "in", "a", "##s"]
@@ -337,12 +336,10 @@ def test_cli_runs_every_probe_and_writes_json(tok, tmp_path, capsys):
     model = _model(tok)
     ckpt = save_checkpoint(tmp_path / "ckpt", RunConfig(model=model.config), model, tok)
 
-    parser = argparse.ArgumentParser()
-    K.register_cli(parser.add_subparsers())
+    from mini_bert import cli
     out = tmp_path / "k.json"
-    args = parser.parse_args(["knowledge", "--checkpoint", str(ckpt), "--data-dir", str(data), "--output", str(out),
-                              "--quick"])
-    assert args.func(args) == 0
+    assert cli.main(["knowledge", "--checkpoint", str(ckpt), "--data-dir", str(data), "--output", str(out),
+                     "--quick"]) == 0
     result = json.loads(out.read_text())
     assert result["what"] == list(K.WHAT) and result["quick"] is True
     assert result["blimp"]["overall"]["pairs"] == 1

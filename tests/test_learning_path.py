@@ -220,7 +220,7 @@ def test_week3_gradient_analysis_snippet():
 
 
 def test_model_demo(capsys):
-    from mini_bert.tools.demos import model_demo
+    from mini_bert.analysis.demos import model_demo
 
     r = model_demo()
     out = capsys.readouterr().out
@@ -233,7 +233,7 @@ def test_model_demo(capsys):
 
 
 def test_attention_demo(capsys):
-    from mini_bert.tools.demos import attention_demo
+    from mini_bert.analysis.demos import attention_demo
 
     r = attention_demo()
     capsys.readouterr()
@@ -247,7 +247,7 @@ def test_attention_demo(capsys):
 
 
 def test_gradients_demo(capsys):
-    from mini_bert.tools.demos import gradients_demo
+    from mini_bert.analysis.demos import gradients_demo
 
     r = gradients_demo()
     out = capsys.readouterr().out
@@ -264,22 +264,18 @@ def test_gradients_demo(capsys):
 
 
 def test_relative_error():
-    from mini_bert.tools.demos import relative_error
+    from mini_bert.analysis.demos import relative_error
 
     assert relative_error(1.0, 1.0 + 1e-9) == pytest.approx(1e-9, rel=1e-3)
     assert relative_error(-2e-3, 2e-3) == pytest.approx(2.0)
     assert relative_error(0.0, 0.0) == 0.0
 
 
-@pytest.mark.parametrize("module, demo", [("mini_bert.core.model", "model_demo"),
-                                          ("mini_bert.core.attention", "attention_demo"),
-                                          ("mini_bert.core.gradients", "gradients_demo")])
-def test_python_dash_m_runs_the_demo(module, demo):
-    path = REPO / (module.replace(".", "/") + ".py")
-    if demo not in path.read_text(encoding="utf-8"):
-        pytest.skip(f"{module} has no `if __name__ == '__main__'` hook calling {demo} yet")
-    out = run_python("", "-m", module)
-    assert "==" in out and len(out.splitlines()) > 5
+@pytest.mark.parametrize("name", ["model", "attention", "gradients", "mlm", "optimizer", "optimizers",
+                                  "checkpointing", "variants"])
+def test_minibert_demo_runs_each_learning_path_step(name):
+    out = run_python("", "-m", "mini_bert", "demo", name)
+    assert len(out.splitlines()) > 3, out
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -151,5 +151,6 @@ def test_representation_stability(model):
 
 
 def test_self_test_command_passes(capsys):
-    assert M.main(["--test"]) == 0
+    from mini_bert import cli
+    assert cli.main(["metrics", "--test"]) == 0
     assert "all checks passed" in capsys.readouterr().out

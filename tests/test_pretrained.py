@@ -15,8 +15,9 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from mini_bert.config import ModelConfig  # noqa: E402
 from mini_bert.core.model import MiniBERT  # noqa: E402
-from mini_bert.core.pretrained import (from_pretrained, hf_state_dict, load_pretrained_tokenizer,  # noqa: E402
-                                       save_pretrained)
+from mini_bert.core.pretrained import hf_state_dict, load_pretrained_tokenizer, save_pretrained  # noqa: E402
+
+from_pretrained = MiniBERT.from_pretrained
 
 HIDDEN_ATOL = 1e-4
 
@@ -240,9 +241,7 @@ def test_exported_model_gives_transformers_the_same_logits(tmp_path, torch_one_t
     assert mlm_diff <= 1e-5 and clf_diff <= 1e-5, msg
 
 
-def test_minibert_classmethod_delegates_to_the_loader(tmp_path):
-    if not hasattr(MiniBERT, "from_pretrained"):
-        pytest.skip("MiniBERT.from_pretrained (a classmethod delegating to core.pretrained) is not added yet")
+def test_minibert_classmethod_builds_the_config_and_loads_the_weights(tmp_path):
     model = MiniBERT(ModelConfig(**TINY), seed=9)
     save_pretrained(model, tmp_path)
     loaded = MiniBERT.from_pretrained(tmp_path, dtype="float64")

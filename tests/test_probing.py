@@ -15,7 +15,7 @@ from mini_bert.evaluation.linear_models import (fit_logistic_regression, fit_wit
                                                 softmax_regression_objective)
 from mini_bert.evaluation.probing import (_windows, control_task_tags, extract_word_features,
                                           majority_tag_baseline, probe_pos_checkpoint, run_pos_probe)
-from mini_bert.utils.io_utils import data_root
+from mini_bert.data.sources import data_root
 
 SENTENCES = [
     "the cat sat on the mat .", "a dog runs in the park .", "she reads a long book about cats .",
@@ -26,7 +26,7 @@ SENTENCES = [
 
 
 def tiny_tokenizer():
-    from mini_bert.training.tokenizer import WordPieceTokenizer
+    from mini_bert.data.tokenizer import WordPieceTokenizer
 
     return WordPieceTokenizer.train(SENTENCES * 3, vocab_size=300, lowercase=True)
 
@@ -245,8 +245,8 @@ def test_unknown_tagset_is_rejected():
 
 @pytest.mark.skipif(not (data_root() / "ud-english-ewt").is_dir(), reason="UD English-EWT not under data_root()")
 def test_probe_end_to_end_on_real_ewt_sentences():
-    from mini_bert.training.data_loader import load_ewt
-    from mini_bert.training.tokenizer import WordPieceTokenizer
+    from mini_bert.data.readers import load_ewt
+    from mini_bert.data.tokenizer import WordPieceTokenizer
 
     train, dev = load_ewt("train")[:120], load_ewt("dev")[:40]
     tok = WordPieceTokenizer.train([" ".join(s.words) for s in train], vocab_size=400)

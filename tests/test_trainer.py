@@ -33,7 +33,7 @@ from mini_bert.training import checkpointing
 from mini_bert.training.checkpointing import (CheckpointError, latest_checkpoint, list_step_checkpoints,
                                               load_checkpoint, save_checkpoint)
 from mini_bert.training.optimizer import AdamW, decay_mask
-from mini_bert.training.tokenizer import WordPieceTokenizer
+from mini_bert.data.tokenizer import WordPieceTokenizer
 from mini_bert.training.trainer import Trainer, TrainingDiverged
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def _one_blas_thread():
 def corpus(tmp_path_factory) -> Path:
     """3,000 PTB training sentences as a plain text corpus (train = 95% of lines, valid = every 20th), with a
     512-token WordPiece vocabulary trained on it in the same folder (vocab.txt)."""
-    from mini_bert.training.data_loader import load_ptb
+    from mini_bert.data.readers import load_ptb
 
     folder = tmp_path_factory.mktemp("corpus")
     lines = load_ptb("train")[:3000]
@@ -354,10 +354,6 @@ def test_checkpoint_whose_vocab_does_not_match_the_model(reference, tmp_path):
 
 
 def test_evaluate_rejects_a_truncated_checkpoint(reference, tmp_path):
-    try:
-        import mini_bert.evaluation.evaluate  # noqa: F401
-    except ModuleNotFoundError:
-        pytest.skip("`minibert evaluate` is not in this checkout yet (mini_bert/evaluation/evaluate.py)")
     ck = tmp_path / "ck"
     shutil.copytree(reference / "best", ck)
     weights = ck / "model.safetensors"
@@ -502,7 +498,7 @@ def test_keep_freed_memory_takes_effect_on_glibc_and_is_idempotent():
     import platform
     import sys
 
-    from mini_bert.utils.allocator import keep_freed_memory
+    from mini_bert.training.allocator import keep_freed_memory
 
     expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is expected
@@ -515,12 +511,12 @@ _FAULTS_PER_STEP = """
 import resource
 import numpy as np
 from threadpoolctl import threadpool_limits
-from mini_bert.utils.allocator import keep_freed_memory
+from mini_bert.training.allocator import keep_freed_memory
 keep_freed_memory()
 from mini_bert.config import ModelConfig
 from mini_bert.core.model import MiniBERT
-from mini_bert.training.data_loader import Batch
-from mini_bert.training.mlm import mask_tokens
+from mini_bert.data.batches import Batch
+from mini_bert.data.masking import mask_tokens
 from mini_bert.training.trainer import GradientWorker
 cfg = ModelConfig(activation="gelu", norm_position="pre", dropout=0.0, attention_dropout=0.0)
 rng = np.random.default_rng(0)

@@ -26,9 +26,9 @@ from mini_bert.core.model import MiniBERT
 from mini_bert.training.advanced_optimizers import Lion, Lookahead
 from mini_bert.training.checkpointing import list_step_checkpoints, load_checkpoint, save_checkpoint
 from mini_bert.training.curriculum import CurriculumBatches
-from mini_bert.training.mlm import corrupt_selected, mask_tokens
+from mini_bert.data.masking import corrupt_selected, mask_tokens
 from mini_bert.training.optimizer import AdamW
-from mini_bert.training.tokenizer import WordPieceTokenizer
+from mini_bert.data.tokenizer import WordPieceTokenizer
 from mini_bert.training.trainer import Trainer, build_optimizer
 
 STEPS = 30
@@ -51,8 +51,8 @@ def corpus(tmp_path_factory) -> Path:
     slightly different vocabulary to change whether, say, the adaptive mask rate moves within 30 steps."""
     from collections import Counter
 
-    from mini_bert.training.data_loader import load_ptb
-    from mini_bert.training.tokenizer import CONTINUATION, _alphabet
+    from mini_bert.data.readers import load_ptb
+    from mini_bert.data.tokenizer import CONTINUATION, _alphabet
 
     folder = tmp_path_factory.mktemp("corpus")
     lines = load_ptb("train")[:2000]
@@ -163,7 +163,7 @@ def test_curriculum_settings_reach_the_stream(corpus, tmp_path):
 
 
 def test_build_optimizer_composes_the_options():
-    from mini_bert.evaluation.analysis import layer_wise_lr_scales
+    from mini_bert.training.optimizer import layer_wise_lr_scales
 
     model = MiniBERT(load_config(None, ["model.vocab_size=64", "model.hidden_size=16", "model.num_layers=3",
                                         "model.num_heads=2", "model.intermediate_size=32"]).model)
@@ -333,12 +333,12 @@ def test_mask_tokens_ends_with_corrupt_selected():
 
 
 def test_ctrl_c_in_a_command_exits_130_without_a_traceback(monkeypatch, capsys):
-    from mini_bert.training import trainer
+    from mini_bert.cli import train as train_command
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "train_command", interrupted)
+    monkeypatch.setattr(train_command, "run_train", interrupted)
     assert cli.main(["train", "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err

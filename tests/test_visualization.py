@@ -9,9 +9,9 @@ import pytest
 
 from mini_bert.config import SPECIAL_TOKENS
 from mini_bert.core.model import MiniBERT
-from mini_bert.evaluation import analysis as A
+from mini_bert.analysis import dynamics as A
 from mini_bert.evaluation import metrics as M
-from mini_bert.utils import visualization as V
+from mini_bert.analysis import figures as V
 
 TINY = dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
             max_position_embeddings=16, dropout=0.0, attention_dropout=0.0)
@@ -122,7 +122,7 @@ def test_json_is_strict_for_non_finite_numbers(tmp_path):
 def run_dir(tmp_path_factory):
     from mini_bert.config import RunConfig
     from mini_bert.training.checkpointing import save_checkpoint
-    from mini_bert.training.tokenizer import WordPieceTokenizer
+    from mini_bert.data.tokenizer import WordPieceTokenizer
 
     vocab = SPECIAL_TOKENS + WORDS
     vocab += [f"w{i}" for i in range(TINY["vocab_size"] - len(vocab))]
@@ -167,7 +167,7 @@ def test_analyze_command_rejects_unknown_analysis(run_dir, capsys):
 
 
 def test_mathematical_explorer(run_dir):
-    from mini_bert.tools.mathematical_explorer import MathematicalExplorer
+    from mini_bert.analysis.explorer import MathematicalExplorer
     from mini_bert.training.checkpointing import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(run_dir)

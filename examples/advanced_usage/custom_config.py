@@ -14,7 +14,7 @@ import numpy as np
 
 from mini_bert import MiniBERT
 from mini_bert.config import ConfigError, load_config
-from mini_bert.utils.memory_utils import format_table, memory_breakdown
+from mini_bert.analysis.memory import format_table, memory_breakdown
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("overrides", nargs="*", help="key=value settings on top of configs/training/debugging.yaml")

@@ -14,7 +14,7 @@ import numpy as np
 from mini_bert.config import ModelConfig
 from mini_bert.core.variants import AdvancedMiniBERT, AdvancedMiniBERTGradients, rope_forward
 from mini_bert.training.checkpoint_utils import synthetic_batch
-from mini_bert.training.mlm import mlm_cross_entropy
+from mini_bert.core.gradients import mlm_cross_entropy
 from mini_bert.training.optimizer import AdamW, decay_mask
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,7 +12,7 @@ matrix), and how to read those scores as a probability distribution.
 
 import argparse
 
-from mini_bert.tools.analyze import encode_text
+from mini_bert.analysis.report import encode_text
 from mini_bert.training.checkpointing import load_model_and_tokenizer
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

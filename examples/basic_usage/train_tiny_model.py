@@ -13,10 +13,11 @@ import argparse
 import numpy as np
 
 from mini_bert import MiniBERT, MiniBERTGradients, ModelConfig, mlm_cross_entropy
-from mini_bert.training.data_loader import MLMBatches, encode_corpus, load_ptb, pack_sequences
+from mini_bert.data.batches import MLMBatches, encode_corpus, pack_sequences
+from mini_bert.data.readers import load_ptb
 from mini_bert.training.optimizer import AdamW, clip_grad_norm, decay_mask
 from mini_bert.training.scheduler import lr_at
-from mini_bert.training.tokenizer import WordPieceTokenizer
+from mini_bert.data.tokenizer import WordPieceTokenizer
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=200)

@@ -16,11 +16,12 @@ import argparse
 import numpy as np
 
 from mini_bert import MiniBERT, ModelConfig
-from mini_bert.training.data_loader import (MLMBatches, encode_corpus, fixed_validation_batches, load_corpus,
-                                            load_ptb, pack_sequences)
+from mini_bert.data.batches import MLMBatches, encode_corpus, fixed_validation_batches, pack_sequences
+from mini_bert.data.corpora import load_corpus
+from mini_bert.data.readers import load_ptb
 from mini_bert.training.optimizer import AdamW, clip_grad_norm, decay_mask
 from mini_bert.training.scheduler import lr_at
-from mini_bert.training.tokenizer import WordPieceTokenizer
+from mini_bert.data.tokenizer import WordPieceTokenizer
 from mini_bert.training.trainer import GradientWorker, evaluate_mlm
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

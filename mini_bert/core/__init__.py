@@ -2,7 +2,7 @@
 
 from importlib import import_module
 
-# Resolved on first use, so that `python -m mini_bert.core.model` does not import the module it runs twice.
+# Resolved on first use: importing one core module does not import the others.
 _EXPORTS = {"MiniBERT": ".model", "describe_cache": ".model", "MiniBERTGradients": ".gradients"}
 __all__ = list(_EXPORTS)
 

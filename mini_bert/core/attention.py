@@ -99,9 +99,3 @@ def attention_backward(dout, cache, W_QKV, W_O):
     dqkv = dQKV.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * D)      # back to the (B, T, 3D) layout of qkv
     dx, dW_QKV, db_QKV = linear_backward(dqkv, cache["x"], W_QKV)
     return dx, dW_QKV, db_QKV, dW_O, db_O
-
-
-if __name__ == "__main__":
-    from ..tools.demos import attention_demo
-
-    attention_demo()

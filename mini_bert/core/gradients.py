@@ -20,7 +20,7 @@ from .math_ops import (ACTIVATION_BACKWARD, cross_entropy_backward, cross_entrop
 from .parameters import ParameterStore
 
 
-def masked_cross_entropy(logits, target_ids, mask_positions):
+def mlm_cross_entropy(logits, target_ids, mask_positions):
     """Mean cross-entropy over the masked positions, and dLoss/dlogits with logits' shape.
 
     logits: (B, T, V) with mask_positions (B, T) bool, or (N, V) already gathered at those positions (the cheap
@@ -65,8 +65,8 @@ class MiniBERTGradients:
     # Losses
 
     def compute_mlm_loss_and_gradients(self, logits, target_ids, mask_positions):
-        """Mean cross-entropy over the masked positions and dLoss/dlogits (see `masked_cross_entropy`)."""
-        return masked_cross_entropy(logits, target_ids, mask_positions)
+        """The notes' name for `mlm_cross_entropy` (the one masked-LM loss): (loss, dLoss/dlogits)."""
+        return mlm_cross_entropy(logits, target_ids, mask_positions)
 
     def compute_classification_loss_and_gradients(self, logits, labels):
         """Mean cross-entropy of class logits (B, C) against labels (B,); returns (loss, dlogits)."""
@@ -197,9 +197,3 @@ class MiniBERTGradients:
     def global_norm(self) -> float:
         """sqrt of the sum of squares of every gradient (the quantity clipping bounds)."""
         return float(np.sqrt(np.dot(self.flat, self.flat)))
-
-
-if __name__ == "__main__":
-    from ..tools.demos import gradients_demo
-
-    gradients_demo()

@@ -24,6 +24,7 @@ from .embeddings import bert_embeddings_forward
 from .layers import ffn_forward, layer_norm_forward, linear_forward
 from .math_ops import ACTIVATION_FORWARD, dropout_forward, tanh_forward
 from .parameters import ParameterStore, parameter_specs
+from .pretrained import load_pretrained_weights, pretrained_config
 
 
 class MiniBERT:
@@ -96,8 +97,8 @@ class MiniBERT:
     def from_pretrained(cls, path, dtype: str = "float32") -> "MiniBERT":
         """A model with the config and weights of a Hugging Face BERT folder (config.json, model.safetensors);
         see core/pretrained.py for the name table and what is reported when tensors are missing."""
-        from .pretrained import from_pretrained   # imported here: pretrained.py imports this module
-        return from_pretrained(path, dtype)
+        model = cls(pretrained_config(path, dtype))
+        return load_pretrained_weights(model, path)
 
     # ----------------------------------------------------------------------------------------------------------
     # Input checks: a clear ValueError that names the problem and the limit.
@@ -334,9 +335,3 @@ def describe_cache(cache: dict, prefix: str = "") -> dict[str, tuple]:
 
 
 SPECIAL_IDS = {"pad": PAD_ID, "cls": CLS_ID, "sep": SEP_ID, "mask": MASK_ID}
-
-
-if __name__ == "__main__":
-    from ..tools.demos import model_demo
-
-    model_demo()

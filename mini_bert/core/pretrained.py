@@ -1,7 +1,7 @@
 """Hugging Face BERT checkpoints: read a folder (config.json + model.safetensors + vocab.txt) into a MiniBERT, and
 write a MiniBERT back out in the same layout.
 
-    model = from_pretrained("path/to/all-MiniLM-L6-v2")          # MiniBERT, post-LN, weights from the checkpoint
+    model = MiniBERT.from_pretrained("path/to/all-MiniLM-L6-v2")          # MiniBERT, post-LN, weights from the checkpoint
     tok = load_pretrained_tokenizer("path/to/all-MiniLM-L6-v2")  # the checkpoint's own WordPiece vocabulary
     save_pretrained(model, "out/")                                 # transformers.BertModel.from_pretrained reads it
 
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CheckpointError, MissingFileError
 from ..config import ModelConfig
-from .model import MiniBERT
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +66,20 @@ def config_from_hf(hf: dict, dtype: str = "float32") -> ModelConfig:
     BERT is). Raises ValueError for architectures this model cannot reproduce."""
     model_type = hf.get("model_type", "bert")
     if model_type != "bert":
-        raise ValueError(f"{CONFIG_FILE} describes a {model_type!r} model; only BERT checkpoints (model_type "
+        raise CheckpointError(f"{CONFIG_FILE} describes a {model_type!r} model; only BERT checkpoints (model_type "
                          "'bert') share this architecture and parameter names")
     if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"position_embedding_type={hf['position_embedding_type']!r} is not supported; MiniBERT "
+        raise CheckpointError(f"position_embedding_type={hf['position_embedding_type']!r} is not supported; MiniBERT "
                          "has learned absolute position embeddings only")
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
-        raise ValueError("decoder / cross-attention BERT configs are not supported: MiniBERT is an encoder")
+        raise CheckpointError("decoder / cross-attention BERT configs are not supported: MiniBERT is an encoder")
     act = hf.get("hidden_act", "gelu")
     if act not in HF_ACTIVATIONS:
-        raise ValueError(f"hidden_act={act!r} has no MiniBERT equivalent; supported: {', '.join(HF_ACTIVATIONS)}")
+        raise CheckpointError(f"hidden_act={act!r} has no MiniBERT equivalent; supported: {', '.join(HF_ACTIVATIONS)}")
     required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
     absent = [k for k in required if k not in hf]
     if absent:
-        raise ValueError(f"{CONFIG_FILE} lacks {', '.join(absent)}; is it a BERT config?")
+        raise CheckpointError(f"{CONFIG_FILE} lacks {', '.join(absent)}; is it a BERT config?")
     num_labels = len(hf["id2label"]) if "id2label" in hf else hf.get("num_labels", 2)
     return ModelConfig(
         vocab_size=hf["vocab_size"],
@@ -105,7 +105,7 @@ def config_from_hf(hf: dict, dtype: str = "float32") -> ModelConfig:
 def config_to_hf(cfg: ModelConfig) -> dict:
     """The config.json of a BertModel with cfg's shape. Only BERT's own architecture can be written."""
     if cfg.norm_position != "post" or not cfg.embedding_layer_norm:
-        raise ValueError("only post-LN models with an embedding LayerNorm have a Hugging Face BERT equivalent; "
+        raise CheckpointError("only post-LN models with an embedding LayerNorm have a Hugging Face BERT equivalent; "
                          f"this one has norm_position={cfg.norm_position!r}, "
                          f"embedding_layer_norm={cfg.embedding_layer_norm}")
     return {
@@ -191,7 +191,7 @@ def _canonical(name: str) -> str:
 
 def _require(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: a Hugging Face BERT folder needs {path.name} ({what})")
+        raise MissingFileError(f"{path} not found: a Hugging Face BERT folder needs {path.name} ({what})")
     return path
 
 
@@ -212,30 +212,35 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
     if (folder / "pytorch_model.bin").is_file():
         hint = (" The folder has pytorch_model.bin, a pickle this loader does not read; convert it once with "
                 "transformers (`BertModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`).")
-    raise FileNotFoundError(f"{single} not found: a Hugging Face BERT folder needs {WEIGHTS_FILE} (the weights)."
+    raise MissingFileError(f"{single} not found: a Hugging Face BERT folder needs {WEIGHTS_FILE} (the weights)."
                             + hint)
 
 
-def from_pretrained(path: str | Path, dtype: str = "float32") -> MiniBERT:
-    """A MiniBERT with the config and weights of the Hugging Face BERT checkpoint in folder `path`.
-
-    Reads config.json and model.safetensors; linear weights are transposed to (in, out). Tensors the checkpoint
-    lacks (the MLM head of a plain BertModel, the classifier) keep their fresh initialisation: they are logged as a
-    warning and listed in `model.missing_from_checkpoint`. Checkpoint tensors this model has no place for (e.g.
-    BERT's next-sentence head) are logged and listed in `model.unused_from_checkpoint`.
-
-    Raises FileNotFoundError naming a missing file, ValueError naming a tensor whose shape disagrees with
-    config.json (and both shapes), or ValueError for a config this model cannot reproduce.
-    """
+def pretrained_config(path: str | Path, dtype: str = "float32") -> ModelConfig:
+    """The ModelConfig of the Hugging Face BERT checkpoint in folder `path` (its config.json)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder: pass the directory that holds {CONFIG_FILE} and "
-                                f"{WEIGHTS_FILE}")
-    hf_config = json.loads(_require(folder / CONFIG_FILE, "the model's hyper-parameters").read_text())
-    cfg = config_from_hf(hf_config, dtype)
-    tensors = {_canonical(k): v for k, v in _read_weights(folder).items()}
+        raise MissingFileError(f"{folder} is not a folder: pass the directory that holds {CONFIG_FILE} and "
+                               f"{WEIGHTS_FILE}")
+    return config_from_hf(json.loads(_require(folder / CONFIG_FILE, "the model's hyper-parameters").read_text()),
+                          dtype)
 
-    model = MiniBERT(cfg)
+
+def load_pretrained_weights(model, path: str | Path):
+    """Fill `model` (built from `pretrained_config(path)`) with the weights of the checkpoint in folder `path`.
+
+    Reads model.safetensors; linear weights are transposed to (in, out). Tensors the checkpoint lacks (the MLM
+    head of a plain BertModel, the classifier) keep their fresh initialisation: they are logged as a warning and
+    listed in `model.missing_from_checkpoint`. Checkpoint tensors this model has no place for (e.g. BERT's
+    next-sentence head) are logged and listed in `model.unused_from_checkpoint`. `MiniBERT.from_pretrained(path)`
+    does both steps.
+
+    Raises CheckpointError naming a missing file, a tensor whose shape disagrees with config.json (and both
+    shapes), or a config this model cannot reproduce.
+    """
+    folder = Path(path)
+    cfg = model.config
+    tensors = {_canonical(k): v for k, v in _read_weights(folder).items()}
     loaded, missing = set(), []
     for hf_name, name, transpose in hf_name_map(cfg):
         if hf_name not in tensors:
@@ -244,7 +249,7 @@ def from_pretrained(path: str | Path, dtype: str = "float32") -> MiniBERT:
         value = tensors[hf_name].T if transpose else tensors[hf_name]
         target = model.params[name]
         if value.shape != target.shape:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint tensor {hf_name!r} has shape {tuple(tensors[hf_name].shape)}, but {CONFIG_FILE} implies "
                 f"{tuple(target.T.shape if transpose else target.shape)} (MiniBERT {name} {tuple(target.shape)}): "
                 "the weights and the config do not belong together")
@@ -263,7 +268,7 @@ def from_pretrained(path: str | Path, dtype: str = "float32") -> MiniBERT:
     return model
 
 
-def hf_state_dict(model: MiniBERT) -> dict[str, np.ndarray]:
+def hf_state_dict(model) -> dict[str, np.ndarray]:
     """The model's weights under Hugging Face BertForMaskedLM names ("bert." prefix), (out, in) linear weights."""
     config_to_hf(model.config)                                # raises for architectures BERT does not have
     heads = ("cls.", "classifier.")
@@ -275,7 +280,7 @@ def hf_state_dict(model: MiniBERT) -> dict[str, np.ndarray]:
     return out
 
 
-def save_pretrained(model: MiniBERT, path: str | Path, vocab: list[str] | None = None) -> Path:
+def save_pretrained(model, path: str | Path, vocab: list[str] | None = None) -> Path:
     """Write config.json and model.safetensors (and vocab.txt, given the tokens in id order) to folder `path`.
 
     `from_pretrained` reads it back exactly, and transformers' BertForMaskedLM / BertModel load it.
@@ -290,7 +295,7 @@ def save_pretrained(model: MiniBERT, path: str | Path, vocab: list[str] | None =
     save_file(hf_state_dict(model), str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     if vocab is not None:
         if len(vocab) != model.config.vocab_size:
-            raise ValueError(f"vocab has {len(vocab)} tokens but the model's vocab_size is {model.config.vocab_size}")
+            raise CheckpointError(f"vocab has {len(vocab)} tokens but the model's vocab_size is {model.config.vocab_size}")
         (folder / VOCAB_FILE).write_text("\n".join(vocab) + "\n", encoding="utf-8")
     return folder
 
@@ -305,7 +310,7 @@ def load_pretrained_tokenizer(path: str | Path):
     Returns a `tokenizers.BertWordPieceTokenizer`: `encode(text).ids` adds [CLS] ... [SEP] as BERT expects,
     `encode_batch`, `token_to_id("[MASK]")`. Its special-token ids are the checkpoint's own (bert-base and MiniLM:
     [PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103), not mini_bert.config's fixed 0-4; that is why this is not
-    a `mini_bert.training.tokenizer.WordPieceTokenizer`, which requires those fixed ids.
+    a `mini_bert.data.tokenizer.WordPieceTokenizer`, which requires those fixed ids.
     """
     from tokenizers import BertWordPieceTokenizer
 

@@ -445,23 +445,3 @@ class AdvancedMiniBERTGradients(MiniBERTGradients):
             name = f"{k}_{l}"
             (G if name in G else E)[name] += g
         return dx
-
-
-def _demo() -> None:
-    """Each variant on a tiny model: parameter counts and one forward pass."""
-    cfg = ModelConfig(vocab_size=64, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
-                      max_position_embeddings=16)
-    ids = np.random.default_rng(0).integers(5, 64, (2, 10))
-    for kw in ({}, {"rotary": True, "absolute_positions": False}, {"relative_position": True},
-               {"gated_attention": True}, {"rotary": True, "relative_position": True, "gated_attention": True}):
-        model = AdvancedMiniBERT(cfg, **kw)
-        logits, cache = model.forward(ids)
-        print(f"{sorted(model.variants) or ['(none)']!s:45} extra parameters {model.extra.flat.size:5d}  "
-              f"logits {logits.shape}  mean attention entropy "
-              f"{float(-(cache['attention_weights'][0] * np.log(cache['attention_weights'][0])).sum(-1).mean()):.3f}")
-    print("relative position buckets, T = 12, 8 buckets, max_distance 8 (row = query, column = key):")
-    print(relative_position_buckets(12, 8, 8))
-
-
-if __name__ == "__main__":
-    _demo()

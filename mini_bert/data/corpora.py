@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..config import parse_corpus
 from ..errors import DataError
-from ..utils.io_utils import RemoteFile, atomic_write_text, cache_dir, data_root, fetch
+from .sources import RemoteFile, atomic_write_text, cache_dir, data_root, fetch
 from .readers import _read_utf8, load_brown, load_ewt, load_ptb, load_sst2, load_text
 
 HOLDOUT_EVERY = 20  # a corpus without its own held-out file keeps every 20th line (5%) for validation
@@ -169,5 +169,5 @@ def corpus_lines(name: str, split: str = "train", data_dir: str | Path | None = 
 
 def load_corpus(spec: str | Path, split: str = "train", data_dir: str | Path | None = None) -> list[str]:
     """The lines of `spec` (a corpus, a path, or a mixture: its corpora's lines one after the other, unweighted;
-    the trainer applies the weights to packed rows, see training/data_loader.mixture_rows)."""
+    the trainer applies the weights to packed rows, see data/batches.mixture_rows)."""
     return [line for c in parse_corpus(str(spec)) for line in corpus_lines(c.name, split, data_dir)]

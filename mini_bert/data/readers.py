@@ -1,5 +1,5 @@
 """Readers of every dataset file: each returns plain Python lists / NumPy arrays; a bad file raises DataError
-naming the file (and line) and the fix. Files are found through mini_bert.utils.io_utils (data root, then cache,
+naming the file (and line) and the fix. Files are found through mini_bert.data.sources (data root, then cache,
 then a checked download).
 
   load_ptb, load_brown, load_brown_tagged, load_text      -> sentences for pretraining (see data/corpora.py)
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..utils.io_utils import locate, locate_parts
+from .sources import locate, locate_parts
 
 
 # ================================================================================================================

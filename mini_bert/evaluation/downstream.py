@@ -21,7 +21,6 @@ Several seeds (head initialisation, dropout, batch order) give mean +- sample st
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import time
@@ -38,12 +37,16 @@ from ..core.gradients import MiniBERTGradients
 from ..core.model import MiniBERT
 from ..training.adapt import adapt_to_texts
 from ..training.checkpointing import load_model_and_tokenizer
-from ..training.data_loader import load_sst2
+from ..data.readers import load_sst2
 from ..training.optimizer import AdamW, clip_grad_norm, decay_mask, layer_wise_lr_scales
 from ..training.scheduler import lr_at
 from .linear_models import fit_with_held_out_l2
 
 HEAD_PARAMETERS = ("W_pool", "b_pool", "W_cls", "b_cls")
+# The fine-tuning protocol: one set of settings, applied identically to the pretrained model and to random init
+# (`minibert finetune-sst2` and `minibert evaluate` use it; each can be overridden).
+PROTOCOL = {"epochs": 3, "lr": 5e-4, "batch_size": 32, "pooling": "cls", "warmup_ratio": 0.1, "patience": 3,
+            "layer_lr_decay": 1.0}
 # ONE_BLAS_THREAD: fine-tuning runs with one BLAS thread. Its matrices are small (a batch of short sentences), so
 # a second thread gains little, and on a shared two-core machine spin-waiting BLAS threads made a training step
 # about 3x slower in wall time (0.8 s against 0.28 s for the base model, batch 32 x 30 tokens).
@@ -57,7 +60,7 @@ BOW_L2_GRID = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
 def encode_for_classification(tokenizer, texts: list[str], max_len: int) -> list[np.ndarray]:
     """`[CLS] subwords [SEP]` id arrays (int64), the subwords truncated so that each row fits max_len."""
     if max_len < 3:
-        raise ValueError(f"max_len must leave room for [CLS], one token and [SEP]; got {max_len}")
+        raise MiniBertError(f"max_len must leave room for [CLS], one token and [SEP]; got {max_len}")
     out = []
     for ids in tokenizer.encode_batch(list(texts)):
         ids = list(ids)[:max_len - 2]
@@ -120,14 +123,14 @@ def finetune_classifier(model, train_seqs: list[np.ndarray], train_labels, dev_s
     C = model.config.num_labels
     for name, labels, seqs in (("train", train_labels, train_seqs), ("dev", dev_labels, dev_seqs)):
         if len(labels) != len(seqs):
-            raise ValueError(f"{name}: {len(seqs)} sequences but {len(labels)} labels")
+            raise MiniBertError(f"{name}: {len(seqs)} sequences but {len(labels)} labels")
         if len(labels) == 0:
-            raise ValueError(f"{name}: no examples to fine-tune on")
+            raise MiniBertError(f"{name}: no examples to fine-tune on")
         if labels.min() < 0 or labels.max() >= C:
-            raise ValueError(f"{name} labels must lie in [0, {C - 1}] (the model's num_labels={C}); "
+            raise MiniBertError(f"{name} labels must lie in [0, {C - 1}] (the model's num_labels={C}); "
                              f"got values {sorted(set(labels.tolist()))[:5]}")
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1; got {epochs}")
+        raise MiniBertError(f"epochs must be >= 1; got {epochs}")
     log = log or (lambda *_: None)
     rng = np.random.default_rng(seed)                 # batch order and dropout
     grads = MiniBERTGradients(model)
@@ -284,7 +287,7 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
             model.config.dropout, model.config.attention_dropout, model.config.classifier_pooling = saved
     seeds = list(seeds)
     if not seeds:
-        raise ValueError("give at least one seed")
+        raise MiniBertError("give at least one seed")
     log = log or (lambda *_: None)
     train_labels, dev_labels = np.asarray(train_labels), np.asarray(dev_labels)
     max_len = model.config.max_position_embeddings
@@ -353,17 +356,6 @@ def format_sst2_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """"0,1,2" -> [0, 1, 2]."""
-    try:
-        seeds = [int(s) for s in str(text).split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers like 0,1,2; got {text!r}") from None
-    if not seeds:
-        raise ValueError("--seeds is empty; give at least one, e.g. --seeds 0")
-    return seeds
-
-
 def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int = 3, max_samples: int | None = None,
                              seeds=(0, 1, 2), output=None, model=None, tokenizer=None, log=print,
                              train_set: str = "sentences", **kwargs) -> dict:
@@ -375,17 +367,17 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int = 3, max
     max_samples caps the training sentences (a random subset fixed by seed 0); dev is always all 872 sentences.
     """
     if max_samples is not None and max_samples <= 0:
-        raise ValueError(f"--max-samples must be a positive number of sentences; got {max_samples} "
+        raise MiniBertError(f"--max-samples must be a positive number of sentences; got {max_samples} "
                          "(omit it to use all 6,920)")
     if epochs < 1:
-        raise ValueError(f"--epochs must be >= 1; got {epochs}")
+        raise MiniBertError(f"--epochs must be >= 1; got {epochs}")
     if kwargs.get("adapt_steps", 0) < 0:
         raise MiniBertError(f"--adapt-steps must be >= 0 (0 turns task-adaptive pretraining off); got "
                             f"{kwargs['adapt_steps']}")
     if train_set not in ("sentences", "glue"):
         raise MiniBertError(f"--train-set must be 'sentences' or 'glue'; got {train_set!r}")
     if kwargs.get("n_jobs", 1) < 1:
-        raise ValueError(f"--jobs must be >= 1 (the number of fine-tuning processes); got {kwargs['n_jobs']}")
+        raise MiniBertError(f"--jobs must be >= 1 (the number of fine-tuning processes); got {kwargs['n_jobs']}")
     if model is None or tokenizer is None:
         model, tokenizer = load_model_and_tokenizer(checkpoint_dir)
     train_texts, train_labels = load_sst2("train", data_dir, fmt=train_set)
@@ -401,44 +393,3 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int = 3, max
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
-
-
-def _run_cli(args) -> int:
-    result = finetune_sst2_checkpoint(args.checkpoint, data_dir=args.data_dir, epochs=args.epochs,
-                                      max_samples=args.max_samples, seeds=parse_seeds(args.seeds),
-                                      output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs,
-                                      pooling=args.pooling, warmup_ratio=args.warmup_ratio, patience=args.patience,
-                                      layer_lr_decay=args.layer_lr_decay, adapt_steps=args.adapt_steps,
-                                      train_set=args.train_set)
-    print(format_sst2_table(result))
-    if args.output:
-        print(f"\nwrote {args.output}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "finetune-sst2", help="fine-tune on SST-2 sentiment, with baselines",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--max-samples", type=int, default=None, help="use at most N training sentences (default: all)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--pooling", choices=("cls", "mean"), default=None,
-                   help="what the classifier pools: h_[CLS] or the mean of the tokens (default: the checkpoint's)")
-    p.add_argument("--adapt-steps", type=int, default=0,
-                   help="first continue masked-LM training on the training sentences for N steps (task-adaptive "
-                        "pretraining), reported as its own row (default 0: off)")
-    p.add_argument("--train-set", choices=("sentences", "glue"), default="sentences",
-                   help="fine-tune on the 6,920 SST-2 sentences or on GLUE's 67,349 phrases (dev: the same 872)")
-    p.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up")
-    p.add_argument("--patience", type=int, default=3, help="stop after N dev evaluations without improvement")
-    p.add_argument("--layer-lr-decay", type=float, default=1.0,
-                   help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (1: off)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="run the fine-tunings in N processes (machines with more cores; same numbers)")
-    p.add_argument("--output", default=None, help="write the result as JSON here")
-    p.add_argument("--data-dir", default=None, help="data root (default: $MINIBERT_DATA_DIR or ../shared/data)")
-    p.set_defaults(func=_run_cli)

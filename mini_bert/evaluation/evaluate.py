@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from ..training.checkpointing import load_checkpoint
-from ..training.data_loader import (DataError, encode_corpus, fixed_validation_batches, load_corpus,
-                                    pack_sequences)
+from ..data.batches import encode_corpus, fixed_validation_batches, pack_sequences
+from ..data.corpora import load_corpus
+from ..data.readers import DataError
 from .downstream import finetune_sst2_checkpoint, format_sst2_table
 from .intrinsic import count_tokens, format_intrinsic_table, intrinsic_evaluation
 from .probing import format_probe_table, probe_pos_checkpoint
@@ -113,34 +114,3 @@ def evaluate_checkpoint(checkpoint_dir, quick: bool = False, data_dir=None, outp
         json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         md_path.write_text(format_report(report) + "\n", encoding="utf-8")
     return report
-
-
-def add_evaluate_arguments(parser) -> None:
-    parser.add_argument("--checkpoint", help="checkpoint folder or run folder (required unless --overfit-one-batch)")
-    parser.add_argument("--quick", action="store_true", help="small sizes: under 3 minutes on two cores")
-    parser.add_argument("--output", default=None, help="write the JSON report here and a Markdown copy beside it")
-    parser.add_argument("--data-dir", default=None, help="data root (default: $MINIBERT_DATA_DIR or ../shared/data)")
-    parser.add_argument("--overfit-one-batch", action="store_true",
-                        help="instead: the sanity check that a small model can memorise one batch")
-
-
-def run_evaluate(args) -> int:
-    if args.overfit_one_batch:
-        from ..training.sanity import overfit_command
-
-        return overfit_command(quick=args.quick)
-    if not args.checkpoint:
-        raise ValueError("--checkpoint DIR is required (or pass --overfit-one-batch)")
-    report = evaluate_checkpoint(args.checkpoint, quick=args.quick, data_dir=args.data_dir, output=args.output)
-    print()
-    print(format_report(report))
-    if args.output:
-        print("\nwrote {} and {}".format(*report_paths(args.output)))
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="full evaluation report of a checkpoint (or --overfit-one-batch)",
-                              description=__doc__.split("\n\n")[0])
-    add_evaluate_arguments(p)
-    p.set_defaults(func=run_evaluate)

@@ -28,7 +28,6 @@ well, since PTB text has no punctuation (`ptb_style`, default = tokenizer.lowerc
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import Counter, defaultdict
@@ -36,8 +35,9 @@ from collections import Counter, defaultdict
 import numpy as np
 from scipy.stats import spearmanr
 
+from ..errors import MiniBertError
 from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
-from ..utils.io_utils import atomic_write_text
+from ..data.sources import atomic_write_text
 from . import knowledge_data as kd
 
 WHAT = ("blimp", "similarity", "analogy", "lama")
@@ -59,7 +59,7 @@ TOKENS_PER_PASS = 4096
 
 def _check_max(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, (int, np.integer)) or value <= 0):
-        raise ValueError(f"{name} must be a positive integer; got {value!r} (omit it, or pass None, to use all)")
+        raise MiniBertError(f"{name} must be a positive integer; got {value!r} (omit it, or pass None, to use all)")
 
 
 def _subset(items: list, max_items: int | None, rng: np.random.Generator) -> list:
@@ -154,7 +154,7 @@ def pseudo_log_likelihoods(model, sentences: list[list[int]], tokens_per_pass: i
     uniq = list(unique)
     too_long = [len(s) for s in uniq if len(s) > limit]
     if too_long:
-        raise ValueError(f"a sentence has {max(too_long)} subwords but the model takes at most {limit} "
+        raise MiniBertError(f"a sentence has {max(too_long)} subwords but the model takes at most {limit} "
                          f"(max_position_embeddings - 2); drop or truncate long sentences first")
     pll = np.zeros(len(uniq), dtype=np.float64)
     scored = [i for i, s in enumerate(uniq) if len(s) > 0]
@@ -284,9 +284,9 @@ def subword_vectors(model, ids: list[list[int]], representation: str = "embeddin
     "[CLS] word [SEP]", the last hidden states averaged over its subword positions (not [CLS]/[SEP]).
     """
     if representation not in REPRESENTATIONS:
-        raise ValueError(f"unknown representation {representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
+        raise MiniBertError(f"unknown representation {representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
     if any(len(s) == 0 for s in ids):
-        raise ValueError("every word needs at least one subword id (map an empty word to [UNK])")
+        raise MiniBertError("every word needs at least one subword id (map an empty word to [UNK])")
     ids = [list(s)[:_max_tokens(model)] for s in ids]
     E = model.params["E_token"]                                         # (V, D)
     out = np.zeros((len(ids), E.shape[1]), dtype=np.float32)
@@ -421,10 +421,10 @@ def probe_semantic_knowledge(model, tokenizer, data_dir=None, tasks: tuple[str, 
     _check_max("max_pairs", max_pairs)
     unknown = [t for t in tasks if t not in ("similarity", "analogy")]
     if unknown:
-        raise ValueError(f"unknown semantic task(s) {unknown}; choose similarity and/or analogy")
+        raise MiniBertError(f"unknown semantic task(s) {unknown}; choose similarity and/or analogy")
     bad_rep = [r for r in representations if r not in REPRESENTATIONS]
     if bad_rep or not representations:
-        raise ValueError(f"representations must be a non-empty subset of {REPRESENTATIONS}; got {representations}")
+        raise MiniBertError(f"representations must be a non-empty subset of {REPRESENTATIONS}; got {representations}")
     rng = np.random.default_rng(seed)
     result: dict = {"representations": list(representations)}
     if "similarity" in tasks:
@@ -459,7 +459,7 @@ def cloze_ranks(model, rows: list[list[int]], targets: list[int], top_k: int = 0
     resolved in the target's favour). Returns (ranks (N,) int64, top_k predicted ids (N, top_k) in order)."""
     for i, r in enumerate(rows):
         if r.count(MASK_ID) != 1:
-            raise ValueError(f"cloze row {i} has {r.count(MASK_ID)} [MASK] tokens; each row needs exactly one")
+            raise MiniBertError(f"cloze row {i} has {r.count(MASK_ID)} [MASK] tokens; each row needs exactly one")
     ranks = np.zeros(len(rows), dtype=np.int64)
     top = np.zeros((len(rows), top_k), dtype=np.int64)
     for group in _chunks_by_tokens([len(r) for r in rows], [1] * len(rows), tokens_per_pass):
@@ -540,7 +540,7 @@ def probe_factual_knowledge(model, tokenizer, data_dir=None, parts: tuple[str, .
     _check_max("max_facts_per_relation", max_facts_per_relation)
     unknown = [p for p in parts if p not in LAMA_PARTS]
     if unknown:
-        raise ValueError(f"unknown LAMA part(s) {unknown}; choose from {', '.join(LAMA_PARTS)}")
+        raise MiniBertError(f"unknown LAMA part(s) {unknown}; choose from {', '.join(LAMA_PARTS)}")
     ptb = _ptb_style(tokenizer, ptb_style)
     rng = np.random.default_rng(seed)
     result: dict = {"ptb_style": ptb, "max_facts_per_relation": max_facts_per_relation}
@@ -599,7 +599,7 @@ def parse_what(what: str | list[str] | tuple[str, ...]) -> list[str]:
         return list(WHAT)
     unknown = [w for w in names if w not in WHAT]
     if unknown:
-        raise ValueError(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(WHAT)} or all")
+        raise MiniBertError(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(WHAT)} or all")
     return [w for w in WHAT if w in names]
 
 
@@ -610,7 +610,7 @@ def run_knowledge_probes(model, tokenizer, what="all", quick: bool = False, data
     names = parse_what(what)
     bad = [k for k in limits if k not in QUICK]
     if bad:
-        raise ValueError(f"unknown limit(s) {bad}; known: {', '.join(QUICK)}")
+        raise MiniBertError(f"unknown limit(s) {bad}; known: {', '.join(QUICK)}")
     lim = {**(QUICK if quick else {k: None for k in QUICK}), **limits}
     result: dict = {"what": names, "quick": quick, "seed": seed, "limits": lim}
     if "blimp" in names:
@@ -708,26 +708,3 @@ def knowledge_checkpoint(checkpoint_dir, what="all", quick: bool = False, data_d
     if output is not None:
         atomic_write_text(output, json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _run_cli(args) -> int:
-    result = knowledge_checkpoint(args.checkpoint, what=args.what, quick=args.quick, data_dir=args.data_dir,
-                                  output=args.output, seed=args.seed, log=lambda m: print(m, flush=True))
-    print()
-    print(format_knowledge_report(result))
-    print(f"\n{result['seconds']:.1f} s" + (f"; wrote {args.output}" if args.output else ""))
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "knowledge", help="linguistic probes: BLiMP, word similarity, analogies, LAMA",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
-    p.add_argument("--what", default="all", help=f"comma-separated subset of {','.join(WHAT)}, or all (default)")
-    p.add_argument("--quick", action="store_true",
-                   help="random subsets (" + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + "), under 2 minutes")
-    p.add_argument("--data-dir", default=None, help="data root (default: $MINIBERT_DATA_DIR or ../shared/data)")
-    p.add_argument("--output", default=None, help="write the full result as JSON here")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random subsets")
-    p.set_defaults(func=_run_cli)

@@ -1,6 +1,6 @@
 """Readers for the knowledge-probe datasets: BLiMP, word similarity, word analogy and LAMA.
 
-Each reader takes `data_dir` (default: `mini_bert.utils.io_utils.data_root()`), reads the files exactly as they are
+Each reader takes `data_dir` (default: `mini_bert.data.sources.data_root()`), reads the files exactly as they are
 in the data root (their SOURCES.md describes them) and returns plain Python records. A missing or malformed file
 raises `DataError` (a ValueError) naming the file, the line and what to do. The probes themselves, which turn these
 records into numbers, live in `knowledge.py`.
@@ -20,8 +20,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..training.data_loader import DataError
-from ..utils.io_utils import data_root
+from ..data.readers import DataError
+from ..data.sources import data_root
 
 
 # ----------------------------------------------------------------------------------------------------------------

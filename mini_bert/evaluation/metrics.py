@@ -1,6 +1,6 @@
 """Metrics: numbers that say how well the model predicts, how training is going, and what its representations look like.
 
-`python -m mini_bert.evaluation.metrics --test` checks every metric on inputs whose answer is known and prints them
+`minibert metrics --test` checks every metric on inputs whose answer is known and prints them
 (the notes' Week 4 step).
 
 Three levels, as in the notes' "Metrics-Driven Improvement Strategy":
@@ -18,7 +18,6 @@ float64 arrays: the statistics are computed in float64 so that float32 activatio
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -380,7 +379,7 @@ def measure_representation_stability(model, input_ids, attention_mask=None, pert
 # `--test`: every metric on inputs with a known answer
 
 
-def _self_test() -> int:
+def self_test() -> int:
     rng = np.random.default_rng(0)
     failures = 0
 
@@ -433,17 +432,3 @@ def _self_test() -> int:
           f"{np.array2string(stab['relative_drift'], precision=3)}")
     print("all checks passed" if failures == 0 else f"{failures} check(s) FAILED")
     return 1 if failures else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mini_bert.evaluation.metrics", description=__doc__.splitlines()[0])
-    parser.add_argument("--test", action="store_true", help="check every metric on inputs with a known answer")
-    args = parser.parse_args(argv)
-    if not args.test:
-        parser.print_help()
-        return 0
-    return _self_test()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,7 +21,6 @@ A probe's accuracy means little alone, so three references sit in the same table
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import Counter
@@ -30,10 +29,11 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..errors import MiniBertError
 from ..config import CLS_ID, PAD_ID, SEP_ID
 from ..core.model import MiniBERT
 from ..training.checkpointing import load_model_and_tokenizer
-from ..training.data_loader import load_ewt
+from ..data.readers import load_ewt
 from .linear_models import DEFAULT_L2_GRID, fit_with_held_out_l2
 
 POOLINGS = ("first", "mean")
@@ -88,7 +88,7 @@ def extract_word_features(model, tokenizer, sentences: list[list[str]], poolings
 def _extract(model, tokenizer, sentences, poolings, batch_size):
     for p in poolings:
         if p not in POOLINGS:
-            raise ValueError(f"unknown pooling {p!r}; choose from {', '.join(POOLINGS)}")
+            raise MiniBertError(f"unknown pooling {p!r}; choose from {', '.join(POOLINGS)}")
     cfg = model.config
     max_len = cfg.max_position_embeddings - 2
     windows = []                                     # (ids, global word ids)
@@ -142,9 +142,9 @@ def majority_tag_baseline(train_words: list[str], train_tags: list, test_words: 
     answer does not depend on the order of the data.
     """
     if len(train_words) != len(train_tags):
-        raise ValueError(f"{len(train_words)} training words but {len(train_tags)} tags; they must match")
+        raise MiniBertError(f"{len(train_words)} training words but {len(train_tags)} tags; they must match")
     if not train_words:
-        raise ValueError("the majority baseline needs at least one training word")
+        raise MiniBertError("the majority baseline needs at least one training word")
     overall = Counter(train_tags)
     rank = {t: (-c, str(t)) for t, c in overall.items()}
     by_word: dict[str, Counter] = {}
@@ -165,9 +165,9 @@ def control_task_tags(train_words: list[str], test_words: list[str], train_tags:
     Types are visited in sorted order: the draw depends only on rng, not on Python's string hashing.
     """
     if len(train_words) != len(train_tags):
-        raise ValueError(f"{len(train_words)} training words but {len(train_tags)} tags; they must match")
+        raise MiniBertError(f"{len(train_words)} training words but {len(train_tags)} tags; they must match")
     if not train_words:
-        raise ValueError("the control task needs at least one training word")
+        raise MiniBertError("the control task needs at least one training word")
     key = (lambda w: w.lower()) if lowercase else (lambda w: w)
     counts = Counter(train_tags)
     tags = sorted(counts, key=str)
@@ -205,7 +205,7 @@ def _flatten(sentences, tagset: str) -> tuple[list[str], list[str]]:
     for s in sentences:
         t = getattr(s, tagset)
         if len(t) != len(s.words):
-            raise ValueError(f"a sentence has {len(s.words)} words but {len(t)} {tagset} tags")
+            raise MiniBertError(f"a sentence has {len(s.words)} words but {len(t)} {tagset} tags")
         words.extend(s.words)
         tags.extend(t)
     return words, tags
@@ -221,11 +221,11 @@ def run_pos_probe(model, tokenizer, train, dev, tagset: str = "upos", poolings=P
     ("control_task"), and the selectivity, each per pooling.
     """
     if tagset not in TAGSETS:
-        raise ValueError(f"unknown tagset {tagset!r}; choose upos or xpos")
+        raise MiniBertError(f"unknown tagset {tagset!r}; choose upos or xpos")
     train = [s for s in train if len(s.words)]
     dev = [s for s in dev if len(s.words)]
     if not train or not dev:
-        raise ValueError(f"probing needs tagged sentences in both splits; got {len(train)} train, {len(dev)} dev")
+        raise MiniBertError(f"probing needs tagged sentences in both splits; got {len(train)} train, {len(dev)} dev")
     log = log or (lambda *_: None)
     train_words, train_tags = _flatten(train, tagset)
     dev_words, dev_tags = _flatten(dev, tagset)
@@ -329,7 +329,7 @@ def subset(items: list, max_items: int | None, rng: np.random.Generator) -> list
 
 def check_max(name: str, value: int | None) -> None:
     if value is not None and value <= 0:
-        raise ValueError(f"{name} must be a positive number of sentences; got {value} (omit it to use them all)")
+        raise MiniBertError(f"{name} must be a positive number of sentences; got {value} (omit it to use them all)")
 
 
 def probe_pos_checkpoint(checkpoint_dir, data_dir=None, max_sentences: int | None = None, tagset: str = "upos",
@@ -340,7 +340,7 @@ def probe_pos_checkpoint(checkpoint_dir, data_dir=None, max_sentences: int | Non
     """
     check_max("--max-sentences", max_sentences)
     if tagset not in TAGSETS:
-        raise ValueError(f"unknown tagset {tagset!r}; choose upos or xpos")
+        raise MiniBertError(f"unknown tagset {tagset!r}; choose upos or xpos")
     if model is None or tokenizer is None:
         model, tokenizer = load_model_and_tokenizer(checkpoint_dir)
     rng = np.random.default_rng(seed)
@@ -352,28 +352,3 @@ def probe_pos_checkpoint(checkpoint_dir, data_dir=None, max_sentences: int | Non
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
-
-
-def _run_cli(args) -> int:
-    result = probe_pos_checkpoint(args.checkpoint, data_dir=args.data_dir, max_sentences=args.max_sentences,
-                                  tagset=args.tagset, output=args.output, seed=args.seed)
-    print(format_probe_table(result))
-    if args.output:
-        print(f"\nwrote {args.output}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "probe-pos", help="POS probe per layer on UD English-EWT, with baselines",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
-    p.add_argument("--max-sentences", type=int, default=DEFAULT_MAX_SENTENCES,
-                   help=f"use at most N sentences of each split, a seeded random subset (default "
-                        f"{DEFAULT_MAX_SENTENCES}: about 5 minutes on two cores for the base model; EWT has 12,544 "
-                        f"train and 2,001 dev sentences, so N >= 12544 uses all of them)")
-    p.add_argument("--tagset", choices=TAGSETS, default="upos")
-    p.add_argument("--output", default=None, help="write the result as JSON here")
-    p.add_argument("--data-dir", default=None, help="data root (default: $MINIBERT_DATA_DIR or ../shared/data)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_cli)

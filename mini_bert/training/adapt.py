@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .data_loader import MLMBatches, encode_corpus, pack_sequences
+from ..errors import MiniBertError
+from ..data.batches import MLMBatches, encode_corpus, pack_sequences
 from .optimizer import AdamW, clip_grad_norm, decay_mask
 from .scheduler import lr_at
 
@@ -25,7 +26,7 @@ def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5
     from .trainer import GradientWorker
 
     if steps < 0:
-        raise ValueError(f"adapt steps must be >= 0; got {steps}")
+        raise MiniBertError(f"adapt steps must be >= 0; got {steps}")
     if steps == 0:
         return {"steps": 0}
     max_len = min(max_len, model.config.max_position_embeddings)

@@ -3,7 +3,7 @@
 Each works on the flat parameter buffer `model.store.flat` and the gradient buffer aligned with it, with AdamW's
 interface (`step(grads_flat, lr)`, `state_dict()`, `load_state_dict()`), so any of them drops into a training loop
 in place of `optimizer.AdamW`. `AdvancedOptimizer` gathers them under the names the notes use.
-`python -m mini_bert.training.advanced_optimizers` compares them on an ill-conditioned quadratic.
+`minibert demo optimizers` compares them on an ill-conditioned quadratic.
 
 Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), for gradient g:
     c = beta1 m + (1 - beta1) g                       the update direction interpolates momentum and gradient
@@ -268,30 +268,3 @@ class AdvancedOptimizer:
         if inner is None:
             inner = AdamW(self.params, self.decay_mask, lr=1e-3, weight_decay=self.weight_decay)
         return Lookahead(inner, self.params, k=k, alpha=alpha)
-
-
-def _demo() -> None:
-    """AdamW, Lion and Lookahead(AdamW) on a noisy ill-conditioned quadratic."""
-    target = np.random.default_rng(0).normal(size=16)
-    scales = np.logspace(0, 2, 16)                                   # curvatures 1 ... 100
-    loss = lambda x: 0.5 * float(np.sum(scales * (x - target) ** 2))  # noqa: E731
-    print("Minimise 0.5 * sum_i s_i (x_i - c_i)^2 (curvatures 1 to 100) from noisy gradients (noise sd 1).")
-    makers = {
-        "AdamW lr 0.05": lambda x: AdamW(x, np.zeros(16), lr=0.05),
-        "Lion lr 0.02": lambda x: Lion(x, np.zeros(16), lr=0.02),
-        "Lookahead(AdamW lr 0.05) k=5": lambda x: Lookahead(AdamW(x, np.zeros(16), lr=0.05), x, k=5, alpha=0.5),
-    }
-    for name, make in makers.items():
-        x = np.zeros(16)
-        opt, noise = make(x), np.random.default_rng(1)
-        for t in range(1, 301):
-            opt.step(scales * (x - target) + noise.normal(size=16))
-            if t in (10, 100, 300):
-                print(f"  {name:<30} step {t:>3}: loss {loss(x):9.4f}")
-    print("Lion moves every coordinate by exactly lr a step: it needs |c_i| / lr steps to arrive, then hovers within")
-    print("about lr of the optimum. Lookahead's averaging of the fast weights damps the gradient noise that AdamW")
-    print("alone keeps bouncing on.")
-
-
-if __name__ == "__main__":
-    _demo()

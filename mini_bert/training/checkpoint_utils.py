@@ -14,21 +14,19 @@ The recomputation replays dropout exactly: the generator's state is saved before
 copy of the generator restarts from it, so the gradients are bit-for-bit those of the normal path, and the
 model's own generator ends where the normal path leaves it.
 
-`python -m mini_bert.training.checkpoint_utils` measures both on the default model and a 32 x 128 batch.
+`minibert demo checkpointing` measures both on the default model and a 32 x 128 batch.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..core.attention import mask_bias
 from ..core.layers import layer_norm_forward
-from .mlm import mlm_cross_entropy
+from ..core.gradients import mlm_cross_entropy
 
 BATCH_FIELDS = ("input_ids", "target_ids", "mask_positions", "attention_mask", "token_type_ids")
 
@@ -211,7 +209,7 @@ def memory_report(model, batch, segments: int | None = None) -> dict[str, int]:
 def synthetic_batch(vocab_size: int, batch_size: int = 32, seq_len: int = 128, seed: int = 0) -> dict:
     """A masked MLM batch of random ids with some padding (rows of random length >= seq_len / 2)."""
     from ..config import CLS_ID, PAD_ID, SEP_ID
-    from .mlm import mask_tokens
+    from ..data.masking import mask_tokens
 
     r = np.random.default_rng(seed)
     ids = r.integers(5, vocab_size, (batch_size, seq_len))
@@ -223,46 +221,3 @@ def synthetic_batch(vocab_size: int, batch_size: int = 32, seq_len: int = 128, s
     input_ids, target_ids, mask_positions = mask_tokens(ids, vocab_size, rng=r)
     return {"input_ids": input_ids, "target_ids": target_ids, "mask_positions": mask_positions,
             "attention_mask": (ids != PAD_ID).astype(np.int32), "token_type_ids": np.zeros_like(ids)}
-
-
-def _demo(repeats: int = 3) -> None:
-    from ..core.gradients import MiniBERTGradients
-    from ..core.model import MiniBERT
-
-    model = MiniBERT()
-    grads = MiniBERTGradients(model)
-    batch = synthetic_batch(model.config.vocab_size)
-    L = model.config.num_layers
-    mib = 2.0 ** 20
-    print(f"default model ({model.num_parameters:,} parameters, {L} layers, {model.dtype}), batch "
-          f"{batch['input_ids'].shape[0]} x {batch['input_ids'].shape[1]}; best of {repeats} steps")
-
-    def best_time(step):
-        """Best wall time and best user CPU time of `repeats` steps. User CPU time counts the arithmetic alone:
-        it is steadier than wall time on a shared machine, and leaves out the kernel's page-fault time, which
-        varies with how the allocator happens to reuse freed memory."""
-        walls, cpus = [], []
-        for _ in range(repeats):
-            grads.zero_gradients()
-            w0, c0 = time.perf_counter(), os.times().user
-            out = step()
-            walls.append(time.perf_counter() - w0)
-            cpus.append(os.times().user - c0)
-        return min(walls), min(cpus), out
-
-    w_full, c_full, (_, cache) = best_time(lambda: loss_and_gradients(model, grads, batch))
-    full_bytes = cache_nbytes(cache, exclude=parameter_buffers(model))
-    del cache
-    print(f"{'path':28} {'peak cache':>12} {'wall time':>10} {'user CPU':>9}")
-    print(f"{'normal (full cache)':28} {full_bytes / mib:8.1f} MiB {w_full:9.3f}s {c_full:8.3f}s")
-    for k in sorted({L, max(1, round(L ** 0.5)), 1}, reverse=True):
-        w, c, (_, report) = best_time(lambda: checkpointed_loss_and_gradients(model, grads, batch, segments=k))
-        est = memory_report(model, batch, segments=k)["checkpointed_peak_bytes"]
-        peak = report["peak_cache_bytes"]
-        print(f"{f'checkpointed, {k} segment(s)':28} {peak / mib:8.1f} MiB {w:9.3f}s {c:8.3f}s   "
-              f"({peak / full_bytes:.0%} of the memory, {c / c_full:.2f}x the user CPU time; "
-              f"memory_report estimate {est / mib:.1f} MiB)")
-
-
-if __name__ == "__main__":
-    _demo()

@@ -148,7 +148,7 @@ def load_checkpoint(path: str | Path, need_tokenizer: bool = True) -> Checkpoint
         raise CheckpointError(f"{weights}: {e}") from None
     tokenizer = None
     if (path / "vocab.txt").exists():
-        from .tokenizer import WordPieceTokenizer
+        from ..data.tokenizer import WordPieceTokenizer
 
         tokenizer = WordPieceTokenizer.load(path)
         if tokenizer.vocab_size != config.model.vocab_size:

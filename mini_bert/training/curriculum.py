@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID
-from ..core.gradients import masked_cross_entropy
-from .data_loader import Batch
-from .mlm import NEVER_MASKED, corrupt_selected, mask_tokens
+from ..core.gradients import mlm_cross_entropy
+from ..data.batches import Batch
+from ..data.masking import NEVER_MASKED, corrupt_selected, mask_tokens
 
 STRUCTURAL = (PAD_ID, CLS_ID, SEP_ID, MASK_ID)   # ids with no surprisal: they say nothing about the text
 
@@ -405,7 +405,7 @@ def multitask_loss_and_gradients(model, grads, mlm_batch: Batch, sop_batch: SOPB
     b = mlm_batch
     logits, cache = model.forward(b.input_ids, b.attention_mask, b.token_type_ids, training=training,
                                   masked_positions=b.mask_positions, rng=rng)
-    mlm_loss, dlogits = masked_cross_entropy(logits, b.target_ids, b.mask_positions)
+    mlm_loss, dlogits = mlm_cross_entropy(logits, b.target_ids, b.mask_positions)
     grads.backward_from_logits(dlogits, cache)
     s = sop_batch
     class_logits, cache = model.forward_classifier(s.input_ids, s.attention_mask, s.token_type_ids,

@@ -1,7 +1,7 @@
 """AdamW over the flat parameter buffer, global-norm clipping, and the decay mask.
 
 The whole model is updated with a handful of vectorised NumPy operations on one buffer (no optimizer object per
-layer). `python -m mini_bert.training.optimizer` shows AdamW at work on a toy problem (the notes' Week 3).
+layer). `minibert demo optimizer` shows AdamW at work on a toy problem (the notes' Week 3).
 
 Update (guide, section "AdamW"), for step t = 1, 2, ... with gradient g:
     m = beta1 m + (1 - beta1) g                 v = beta2 v + (1 - beta2) g^2
@@ -143,29 +143,3 @@ class AdamW:
         self.m[...] = state["m"]
         self.v[...] = state["v"]
         self.t = int(state["t"])
-
-
-def _demo() -> None:
-    """AdamW on an ill-conditioned quadratic, with and without weight decay, beside plain SGD."""
-    rng = np.random.default_rng(0)
-    target = rng.normal(size=8)
-    scales = np.logspace(0, 3, 8)                      # curvatures from 1 to 1000: hard for plain SGD
-    loss = lambda x: 0.5 * float(np.sum(scales * (x - target) ** 2))  # noqa: E731
-    print("Minimise 0.5 * sum_i s_i (x_i - c_i)^2 with curvatures s from 1 to 1000 (condition number 1000).")
-    x_sgd = np.zeros(8)
-    for _ in range(200):
-        x_sgd -= 1.9e-3 * scales * (x_sgd - target)    # largest stable SGD rate is 2 / 1000
-    for wd in (0.0, 0.1):
-        x = np.zeros(8)
-        opt = AdamW(x, np.ones(8), lr=0.05, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
-        for t in range(1, 201):
-            opt.step(scales * (x - target))
-            if t in (1, 10, 50, 200):
-                print(f"  AdamW wd={wd:<4} step {t:>3}: loss {loss(x):10.4f}   |x| {np.linalg.norm(x):.3f}")
-    print(f"  SGD (best stable lr) step 200: loss {loss(x_sgd):10.4f}")
-    print("Adam divides each coordinate's step by its own gradient scale, so every coordinate moves at a similar")
-    print("rate regardless of curvature; decoupled weight decay pulls |x| towards 0 without touching m and v.")
-
-
-if __name__ == "__main__":
-    _demo()

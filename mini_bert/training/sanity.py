@@ -14,14 +14,16 @@ import numpy as np
 from ..config import MASK_ID, ModelConfig, RunConfig
 from ..core.gradients import MiniBERTGradients
 from ..core.model import MiniBERT
-from .mlm import mask_tokens, mlm_cross_entropy
+from ..core.gradients import mlm_cross_entropy
+from ..data.masking import mask_tokens
 from .optimizer import AdamW, decay_mask
 
 
 def _ptb_batch(vocab_size: int, batch_size: int, seq_len: int):
     """A real batch: PTB validation text, WordPiece ids, packed; and its tokenizer."""
-    from .data_loader import encode_corpus, load_ptb, pack_sequences
-    from .tokenizer import WordPieceTokenizer
+    from ..data.batches import encode_corpus, pack_sequences
+    from ..data.readers import load_ptb
+    from ..data.tokenizer import WordPieceTokenizer
 
     text = load_ptb("valid")
     tok = WordPieceTokenizer.train(text, vocab_size=vocab_size)

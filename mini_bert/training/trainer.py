@@ -4,7 +4,8 @@ periodic held-out evaluation, metrics (JSONL, CSV, optional TensorBoard), atomic
     minibert train [--config FILE] [--resume] [key=value ...]
     minibert selftest
 
-Data flow (two jumps from the CLI): `train_command` -> `Trainer(cfg).train()` -> `Trainer.train_step(batch, lr)`.
+Data flow from the CLI: cli/train.py `run_train` -> `Trainer.train` -> `Trainer.train_step` -> training/step.py
+`GradientWorker.loss_and_gradients` -> core/gradients.py `MiniBERTGradients.backward_from_logits`.
 
 Phase 3 options (all off by default; see `build_optimizer` and `prepare_data`): training.optimizer=lion,
 training.lookahead_k (Lookahead around it), training.agc_clip (unit-wise adaptive gradient clipping, before the
@@ -25,23 +26,22 @@ import math
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, RunConfig, load_config
-from ..core.gradients import MiniBERTGradients
+from ..config import RunConfig
 from ..core.model import MiniBERT
-from .checkpointing import (CheckpointError, latest_checkpoint, list_step_checkpoints, load_checkpoint,
-                            prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
+from ..data.tokenizer import CONTINUATION
+from ..errors import CheckpointError, ConfigError
 from .advanced_optimizers import AdaptiveGradientClipper, Lion, Lookahead
+from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
+                            set_rng_state)
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
-from .mlm import mlm_cross_entropy
-from .tokenizer import CONTINUATION
-from .optimizer import AdamW, clip_grad_norm, decay_mask, layer_wise_lr_scales
+from .optimizer import AdamW, clip_grad_norm, layer_wise_lr_scales, decay_mask
 from .scheduler import lr_at
+from .step import GradientWorker, evaluate_mlm, first_nonfinite, split_batch
 
 CSV_COLUMNS = ["step", "elapsed_s", "train_loss", "lr", "tokens_per_s", "grad_norm",
                "valid_loss", "valid_masked_acc", "valid_perplexity"]
@@ -49,39 +49,6 @@ CSV_COLUMNS = ["step", "elapsed_s", "train_loss", "lr", "tokens_per_s", "grad_no
 
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or gradient; the message names the first tensor that went non-finite."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Evaluation on fixed masked batches
-
-
-def evaluate_mlm(model: MiniBERT, batches, pool: ThreadPoolExecutor | None = None) -> dict:
-    """Masked-token loss, accuracy and perplexity over fixed masked batches (pooled over all masked positions).
-
-    With a thread pool, batches are evaluated in parallel (NumPy releases the GIL in BLAS and elementwise loops);
-    the per-batch sums are added in batch order either way, so the result does not depend on the pool.
-    """
-    def one(b):
-        logits, _ = model.forward(b.input_ids, b.attention_mask, b.token_type_ids, training=False,
-                                  masked_positions=b.mask_positions)
-        loss, _ = mlm_cross_entropy(logits, b.target_ids, b.mask_positions)
-        n = int(b.mask_positions.sum())
-        return loss * n, int((logits.argmax(-1) == b.target_ids[b.mask_positions]).sum()), n
-
-    parts = list(pool.map(one, batches)) if pool is not None else [one(b) for b in batches]
-    total_loss = sum(p[0] for p in parts)
-    correct = sum(p[1] for p in parts)
-    count = sum(p[2] for p in parts)
-    mean = total_loss / max(count, 1)
-    return {"valid_loss": mean, "valid_masked_acc": correct / max(count, 1),
-            "valid_perplexity": float(math.exp(min(mean, 50.0))), "valid_masked_tokens": count}
-
-
-def first_nonfinite(named_arrays) -> str | None:
-    for name, a in named_arrays:
-        if not np.isfinite(a).all():
-            return name
-    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -98,8 +65,8 @@ def corpus_tokenizer(train_text: list[str], vocab_size: int, lowercase: bool, lo
     """
     import hashlib
 
-    from ..utils.io_utils import cache_dir
-    from .tokenizer import WordPieceTokenizer
+    from ..data.sources import cache_dir
+    from ..data.tokenizer import WordPieceTokenizer
 
     digest = hashlib.sha256()
     for line in train_text:
@@ -121,9 +88,10 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
     """Corpus (or mixture) -> tokenizer (trained unless given) -> packed rows (cached) -> training stream + fixed
     validation batches. A mixture's corpora are packed separately and mixed by row in their weights
     (`mixture_rows`); its validation rows are each corpus' held-out rows in the same shares."""
-    from ..data.corpora import corpus_lines, parse_corpus
-    from .data_loader import MLMBatches, fixed_validation_batches, mixture_rows, pack_corpus
-    from .tokenizer import WordPieceTokenizer
+    from ..config import parse_corpus
+    from ..data.batches import MLMBatches, fixed_validation_batches, mixture_rows, pack_corpus
+    from ..data.corpora import corpus_lines
+    from ..data.tokenizer import WordPieceTokenizer
 
     d, m, t = cfg.data, cfg.model, cfg.training
     components = parse_corpus(d.corpus)
@@ -228,69 +196,16 @@ def check_resumable(cfg: RunConfig, saved: RunConfig, where) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Loss and gradients of a batch, split across threads
-
-
-class GradientWorker:
-    """MLM loss and gradients of a batch, the batch split into `threads` fixed row blocks computed in parallel.
-
-    NumPy releases the GIL inside BLAS calls and elementwise loops, so two threads each running single-threaded
-    BLAS on half the batch keep both cores busy through the elementwise work too (softmax, LayerNorm, GELU, ...),
-    which multithreaded BLAS alone does not parallelise. Each thread has its own gradient buffer and dropout
-    generator, and the blocks are combined in a fixed order: the result does not depend on thread timing.
-    """
-
-    def __init__(self, model: MiniBERT, threads: int, seed: int):
-        self.model = model
-        self.threads = max(1, threads)
-        self.thread_grads = [MiniBERTGradients(model) for _ in range(self.threads)]
-        self.grads = self.thread_grads[0]          # holds the combined gradient after loss_and_gradients
-        self.rngs = [np.random.default_rng([seed, 1 + i]) for i in range(self.threads)]
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
-
-    def _part(self, i, part, share):
-        g = self.thread_grads[i]
-        g.zero_gradients()
-        logits, cache = self.model.forward(part.input_ids, part.attention_mask, part.token_type_ids, training=True,
-                                           masked_positions=part.mask_positions, rng=self.rngs[i])
-        loss, dlogits = mlm_cross_entropy(logits, part.target_ids, part.mask_positions)
-        if share != 1.0:
-            # the block's loss is a mean over its n_i masked tokens, the batch's over all N: weighting the block's
-            # gradient by n_i / N here makes the blocks' gradients simply add up
-            dlogits *= dlogits.dtype.type(share)
-        g.backward_from_logits(dlogits, cache)
-        return loss, cache
-
-    def loss_and_gradients(self, batch) -> tuple[float, dict]:
-        """Mean masked-token loss of the batch; its gradient is left in `self.grads`. Returns (loss, first cache)."""
-        parts = split_batch(batch, self.threads)
-        counts = [int(p.mask_positions.sum()) for p in parts]
-        n_total = sum(counts)
-        shares = [n / n_total for n in counts]
-        if self.pool is None or len(parts) == 1:
-            results = [self._part(0, parts[0], 1.0)]
-        else:
-            results = list(self.pool.map(self._part, range(len(parts)), parts, shares))
-        loss = sum(l * w for (l, _), w in zip(results, shares))       # the mean over all masked positions
-        g0 = self.grads.flat
-        for g in self.thread_grads[1:len(results)]:
-            g0 += g.flat
-        return loss, results[0][1]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The trainer
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, resume: bool = False, log=print, progress: bool = True):
-        from ..utils.allocator import keep_freed_memory
+    def __init__(self, cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, monitor=None):
+        """monitor: what observes every step when training.analysis_every > 0 (`analysis.dynamics.TrainingMonitor`,
+        which `minibert train` passes in; anything with its observe(...) and issues())."""
+        from .allocator import keep_freed_memory
 
-        # about 15% off a step: temporaries stop costing page faults (utils/allocator.py). Before any thread starts,
+        # about 15% off a step: temporaries stop costing page faults (training/allocator.py). Before any thread starts,
         # the tokenizer's included: a thread keeps the malloc arena it was first given.
         keep_freed_memory()
         self.cfg, self.log, self.progress = cfg, log, progress
@@ -350,10 +265,10 @@ class Trainer:
             for r, s in zip(self.worker.rngs, self.state["thread_rngs"]):
                 set_rng_state(r, s)
             self.log(f"resumed {existing} at step {self.state['step']}")
-        self.monitor = None
-        if t.analysis_every:
-            from ..evaluation.analysis import TrainingMonitor
-            self.monitor = TrainingMonitor(every=t.analysis_every)
+        if t.analysis_every and monitor is None:
+            raise ConfigError("training.analysis_every > 0 needs a monitor: pass Trainer(cfg, monitor="
+                              "TrainingMonitor(every=...)) from mini_bert.analysis.dynamics (minibert train does)")
+        self.monitor = monitor
 
     def fit_schedule(self, timed_steps: int = 3) -> int:
         """The schedule's length for training.schedule_to_budget: max_minutes divided by the measured cost of a
@@ -461,7 +376,7 @@ class Trainer:
         # the training threads' pool evaluates batches in parallel: with BLAS limited to one thread per worker,
         # a serial evaluation would leave a core idle. Each batch goes in the training threads' row blocks: between
         # training steps this measured 2.0 s per evaluation instead of 2.3 s (default recipe, 2 threads, session 3,
-        # before the one-arena setting of utils/allocator.py). Same counts; sums differ by rounding.
+        # before the one-arena setting of training/allocator.py). Same counts; sums differ by rounding.
         return evaluate_mlm(self.model, self._valid_blocks, self.worker.pool)
 
     def train(self) -> dict:
@@ -559,66 +474,3 @@ class Trainer:
         if self.monitor is not None:
             summary["issues"] = [str(i) for i in self.monitor.issues()]
         return summary
-
-
-def split_batch(batch, parts: int):
-    """Split a Batch into `parts` contiguous row blocks (fixed split: results do not depend on thread timing)."""
-    if parts == 1:
-        return [batch]
-    from .data_loader import Batch
-
-    bounds = np.linspace(0, batch.input_ids.shape[0], parts + 1).astype(int)
-    return [Batch(*(getattr(batch, f)[a:b] for f in ("input_ids", "target_ids", "mask_positions",
-                                                     "attention_mask", "token_type_ids")))
-            for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Commands
-
-
-def train_command(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
-    m = trainer.model
-    trainer.log(f"model: {m.num_parameters:,} parameters ({cfg.model.num_layers} layers, hidden {cfg.model.hidden_size}, "
-                f"{cfg.model.activation}, {cfg.model.norm_position}-LN); run folder {trainer.run_dir}")
-    try:
-        summary = trainer.train()
-    except TrainingDiverged as e:
-        print(f"minibert train: stopped: {e}", file=sys.stderr)
-        return 3
-    trainer.log(json.dumps({k: v for k, v in summary.items() if k != "issues"}, indent=None))
-    for issue in summary.get("issues", []):
-        trainer.log(f"issue: {issue}")
-    if summary["stop_reason"] == "interrupted":
-        trainer.log(f"interrupted: saved {latest_checkpoint(trainer.run_dir)}; continue with --resume")
-        return 130
-    return 0
-
-
-def register_cli(sub) -> None:
-    p = sub.add_parser("train", help="pretrain with masked-language modelling (default: PTB, base model)")
-    p.add_argument("--config", help="YAML file or name under configs/ (e.g. debugging); default: embedded defaults")
-    p.add_argument("--resume", action="store_true", help="continue the run in training.output_dir exactly")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    p.add_argument("--max-steps", type=int, help="shortcut for training.max_steps=N")
-    p.add_argument("--max-minutes", type=float, help="shortcut for training.max_minutes=M")
-    p.add_argument("--output-dir", help="shortcut for training.output_dir=DIR")
-    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. training.lr=3e-4 model.num_layers=2")
-    p.set_defaults(func=_train_entry)
-    s = sub.add_parser("selftest", help="30-second end-to-end check: tiny model, a few steps, checkpoint round trip")
-    s.set_defaults(func=lambda args: selftest())
-
-
-def selftest() -> int:
-    from .sanity import selftest as run
-    return run()
-
-
-def _train_entry(args) -> int:
-    for flag, key in (("max_steps", "training.max_steps"), ("max_minutes", "training.max_minutes"),
-                      ("output_dir", "training.output_dir")):
-        if getattr(args, flag) is not None:
-            args.overrides.append(f"{key}={getattr(args, flag)}")
-    return train_command(args)

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MiniBertError
 from ..config import CLS_ID, SEP_ID
-from ..evaluation import analysis as A
+from . import dynamics as A
 from ..evaluation import metrics as M
-from ..utils import visualization as V
-from ..utils.visualization import to_jsonable
+from . import figures as V
+from .figures import to_jsonable
 
 ANALYSES = ("attention", "gradients", "weights", "landscape", "lr-finder", "representations")
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog because it wants to see the river."
@@ -31,12 +32,12 @@ def parse_what(what: str) -> list[str]:
     """"attention,gradients" or "all" -> the list of analyses; unknown names raise ValueError."""
     names = [w.strip() for w in what.split(",") if w.strip()]
     if not names:
-        raise ValueError(f"--what is empty; choose from {', '.join(ANALYSES)} or all")
+        raise MiniBertError(f"--what is empty; choose from {', '.join(ANALYSES)} or all")
     if "all" in names:
         return list(ANALYSES)
     unknown = [n for n in names if n not in ANALYSES]
     if unknown:
-        raise ValueError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)} or all")
+        raise MiniBertError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)} or all")
     return names
 
 
@@ -45,14 +46,14 @@ def encode_text(tokenizer, text: str, max_len: int) -> tuple[np.ndarray, list[st
     ids = tokenizer.encode(text)
     ids = list(getattr(ids, "ids", ids))
     if not ids:
-        raise ValueError(f"the text {text!r} produced no tokens; pass some words with --text")
+        raise MiniBertError(f"the text {text!r} produced no tokens; pass some words with --text")
     ids = [CLS_ID] + ids[:max_len - 2] + [SEP_ID]
     return np.asarray([ids], dtype=np.int64), list(tokenizer.convert_ids_to_tokens(ids))
 
 
 def _mlm_batch(ids: np.ndarray, vocab_size: int, copies: int = 8, seed: int = 0) -> dict:
     """The text repeated `copies` times with different BERT maskings: a small fixed batch for loss-based tools."""
-    from ..training.mlm import mask_tokens
+    from ..data.masking import mask_tokens
 
     batch = np.repeat(ids, copies, axis=0)
     inp, tgt, pos = mask_tokens(batch, vocab_size, rng=np.random.default_rng(seed))
@@ -184,7 +185,8 @@ def token_matrix(h) -> np.ndarray:
     return X - X.mean(axis=0)
 
 
-def _step_checkpoints(path: Path) -> list[tuple[int, dict]]:
+def step_checkpoints(path: Path) -> list[tuple[int, dict]]:
+    """(step, weights) of every step checkpoint of the run that `path` (a run folder or one checkpoint) belongs to."""
     from ..training.checkpointing import STEP_PREFIX, list_step_checkpoints, load_checkpoint, resolve_checkpoint_dir
 
     run_dir = path if list_step_checkpoints(path) else resolve_checkpoint_dir(path).parent
@@ -195,25 +197,13 @@ def _step_checkpoints(path: Path) -> list[tuple[int, dict]]:
     return out
 
 
-def run(args) -> int:
-    from ..training.checkpointing import load_model_and_tokenizer, resolve_checkpoint_dir
+def default_output_dir(path: Path) -> Path:
+    """RUN-analysis beside the run folder (RUN/best -> RUN-analysis/best): a run folder holds only what the trainer
+    writes, so a later --resume, which replaces best/ and prunes step checkpoints, cannot delete an analysis."""
+    from ..training.checkpointing import list_step_checkpoints, resolve_checkpoint_dir
 
-    what = parse_what(args.what)
-    ckpt = Path(args.checkpoint)
-    model, tokenizer = load_model_and_tokenizer(ckpt)
-    output_dir = Path(args.output_dir) if args.output_dir else resolve_checkpoint_dir(ckpt) / "analysis"
-    checkpoints = _step_checkpoints(ckpt) if "weights" in what else None
-    summary = run_analysis(model, tokenizer, args.text, what, output_dir, checkpoints, seed=args.seed)
-    print(f"wrote {summary} and {len(list(output_dir.glob('*.png')))} figures into {output_dir}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("analyze", help="figures and a summary of what a checkpoint computes",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder, or run folder (latest step_*)")
-    p.add_argument("--text", default=DEFAULT_TEXT, help="text to analyse (default: a sample sentence)")
-    p.add_argument("--what", default="all", help=f"comma-separated: {','.join(ANALYSES)} or all (default)")
-    p.add_argument("--output-dir", default=None, help="where to write (default: <checkpoint>/analysis)")
-    p.add_argument("--seed", type=int, default=0, help="seed for masking and random directions")
-    p.set_defaults(func=run)
+    path = Path(path)
+    if list_step_checkpoints(path):
+        return path.parent / f"{path.name}-analysis"
+    ckpt = resolve_checkpoint_dir(path)
+    return ckpt.parent.parent / f"{ckpt.parent.name}-analysis" / ckpt.name

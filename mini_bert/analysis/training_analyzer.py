@@ -1,6 +1,6 @@
 """TrainingAnalyzer: read a run folder (from `minibert train`) and say what its training did.
 
-    from mini_bert.tools.training_analyzer import TrainingAnalyzer
+    from mini_bert.analysis.training_analyzer import TrainingAnalyzer
     ta = TrainingAnalyzer("runs/default")
     ta.plot_loss_components("runs/default/training_analysis")  # which component the held-out loss depends on
     ta.analyze_parameter_updates()                              # which parameter groups moved most, and when
@@ -42,13 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MissingFileError
 from ..config import RunConfig
 from ..core.model import MiniBERT
-from ..evaluation import analysis as A
+from . import dynamics as A
 from ..evaluation.metrics import token_rows
 from ..training.checkpointing import STEP_PREFIX, list_step_checkpoints, load_checkpoint
 from ..training.trainer import evaluate_mlm
-from ..utils.visualization import FigurePaths, _new_figure, _save, plot_weight_evolution, to_jsonable
+from .figures import FigurePaths, _new_figure, _save, plot_weight_evolution, to_jsonable
 
 ABLATION_MODES = ("mean", "zero")
 
@@ -63,11 +64,11 @@ class TrainingAnalyzer:
     def __init__(self, run_dir, max_batches: int = 2, batches: list | None = None):
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
-            raise FileNotFoundError(f"run folder {self.run_dir} does not exist; pass the training.output_dir of a "
+            raise MissingFileError(f"run folder {self.run_dir} does not exist; pass the training.output_dir of a "
                                     "`minibert train` run")
         self.checkpoint_dirs = list_step_checkpoints(self.run_dir)
         if not self.checkpoint_dirs:
-            raise FileNotFoundError(f"{self.run_dir} holds no step_* checkpoint; train longer than "
+            raise MissingFileError(f"{self.run_dir} holds no step_* checkpoint; train longer than "
                                     "training.checkpoint_every steps (or lower it)")
         if max_batches < 1:
             raise ValueError(f"max_batches must be at least 1; got {max_batches}")
@@ -119,7 +120,8 @@ class TrainingAnalyzer:
     def validation_batches(self) -> list:
         """The first `max_batches` of the run's fixed validation batches (same corpus, tokenizer and masking)."""
         if self._batches is None:
-            from ..training.data_loader import encode_corpus, fixed_validation_batches, load_corpus, pack_sequences
+            from ..data.batches import encode_corpus, fixed_validation_batches, pack_sequences
+            from ..data.corpora import load_corpus
 
             ck = self.checkpoint(self.steps[-1])
             d, m, t = ck.config.data, ck.config.model, ck.config.training

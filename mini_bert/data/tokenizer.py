@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import string
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from ..errors import DataError
 from ..config import SPECIAL_TOKENS, UNK_ID
-from ..utils.io_utils import atomic_write_text
+from .sources import atomic_write_text
 
 CONTINUATION = "##"
 VOCAB_FILE = "vocab.txt"
@@ -56,16 +58,16 @@ def _blank_specials(text: str) -> str:
 
 def _check_vocab(tokens: list[str], source: str) -> None:
     if not tokens:
-        raise ValueError(f"vocabulary {source} is empty; train a tokenizer with WordPieceTokenizer.train(...)")
+        raise DataError(f"vocabulary {source} is empty; train a tokenizer with WordPieceTokenizer.train(...)")
     wrong = [f"{tok} should be id {i} but is {'id ' + str(tokens.index(tok)) if tok in tokens else 'missing'}"
              for i, tok in enumerate(SPECIAL_TOKENS) if i >= len(tokens) or tokens[i] != tok]
     if wrong:
-        raise ValueError(f"vocabulary {source}: special tokens must occupy ids 0-{len(SPECIAL_TOKENS) - 1} in the "
+        raise DataError(f"vocabulary {source}: special tokens must occupy ids 0-{len(SPECIAL_TOKENS) - 1} in the "
                          f"order {' '.join(SPECIAL_TOKENS)}; " + "; ".join(wrong) +
                          ". (Vocabularies such as bert-base's, with [UNK]=100, use other ids; retrain instead.)")
     if len(set(tokens)) != len(tokens):
         dup = sorted({t for t in tokens if tokens.count(t) > 1})[:5]
-        raise ValueError(f"vocabulary {source} lists tokens more than once: {dup}")
+        raise DataError(f"vocabulary {source} lists tokens more than once: {dup}")
 
 
 class WordPieceTokenizer:
@@ -92,7 +94,7 @@ class WordPieceTokenizer:
         alphabet = _alphabet(lowercase)
         n_reserved = len(SPECIAL_TOKENS) + 2 * len(alphabet)
         if vocab_size < n_reserved:
-            raise ValueError(f"vocab_size={vocab_size} is too small: the special tokens and the base alphabet "
+            raise DataError(f"vocab_size={vocab_size} is too small: the special tokens and the base alphabet "
                              f"(with ## forms) alone take {n_reserved}; use at least {n_reserved + 100}")
         tok = _build(None, lowercase)
         trainer = trainers.WordPieceTrainer(
@@ -137,7 +139,7 @@ class WordPieceTokenizer:
         sentences = list(sentences)
         words = cls([*SPECIAL_TOKENS], lowercase).word_counts(sentences)
         if not words:
-            raise ValueError("no words to train a vocabulary on: the corpus is empty")
+            raise DataError("no words to train a vocabulary on: the corpus is empty")
         request = vocab_size
         for _ in range(6):
             candidates = cls.train(sentences, request, lowercase)._vocab
@@ -154,21 +156,19 @@ class WordPieceTokenizer:
                 if len(candidates) < vocab_size:
                     break
             request += vocab_size - len(candidates) + vocab_size // 20
-        raise ValueError(f"could not fit a vocabulary of {vocab_size} tokens that all occur in the corpus (it has "
+        raise DataError(f"could not fit a vocabulary of {vocab_size} tokens that all occur in the corpus (it has "
                          f"{len(words):,} distinct words); use a smaller model.vocab_size")
 
-    def word_counts(self, sentences: Iterable[str]) -> "Counter[str]":
+    def word_counts(self, sentences: Iterable[str]) -> Counter[str]:
         """How often each word occurs, words as this tokenizer's normaliser and pre-tokenizer cut them (special
         tokens left out)."""
-        from collections import Counter
-
         normalizer, pre_tokenizer = self._tok.normalizer, self._tok.pre_tokenizer
         counts: Counter[str] = Counter()
         for s in sentences:
             counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(_blank_specials(s))))
         return counts
 
-    def piece_counts(self, words: "Counter[str]"):
+    def piece_counts(self, words: Counter[str]):
         """(vocab_size,) int64: how often each token occurs when words with these counts are encoded."""
         import numpy as np
 
@@ -196,7 +196,7 @@ class WordPieceTokenizer:
         path = Path(path)
         vocab_path = path / VOCAB_FILE if path.is_dir() else path
         if not vocab_path.is_file():
-            raise ValueError(f"no vocabulary at {vocab_path}: pass a folder written by WordPieceTokenizer.save "
+            raise DataError(f"no vocabulary at {vocab_path}: pass a folder written by WordPieceTokenizer.save "
                              f"or the path of a vocab.txt")
         tokens = vocab_path.read_text(encoding="utf-8").splitlines()
         while tokens and tokens[-1] == "":
@@ -270,7 +270,7 @@ class WordPieceTokenizer:
         for i in ids:
             i = int(i)
             if not 0 <= i < len(self._vocab):
-                raise ValueError(f"token id {i} is outside the vocabulary (0..{len(self._vocab) - 1})")
+                raise DataError(f"token id {i} is outside the vocabulary (0..{len(self._vocab) - 1})")
             out.append(self._vocab[i])
         return out
 

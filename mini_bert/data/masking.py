@@ -1,6 +1,7 @@
-"""Masked-language-model objective: BERT's masking rule and the loss over masked positions.
+"""Masked-language-model inputs: BERT's masking rule (the loss over the masked positions is core's
+`mlm_cross_entropy`).
 
-`python -m mini_bert.training.mlm` shows a masking example (the notes' Week 3 step).
+`minibert demo mlm` shows a masking example (the notes' Week 3 step).
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
-from ..core.gradients import masked_cross_entropy
 
 NEVER_MASKED = (PAD_ID, CLS_ID, SEP_ID)
 
@@ -86,34 +86,3 @@ def corrupt_selected(batch, selected, vocab_size: int, mask_id: int = MASK_ID,
     input_ids[to_mask] = mask_id
     input_ids[to_random] = rng.integers(len(SPECIAL_TOKENS), vocab_size, size=int(to_random.sum()))
     return input_ids
-
-
-def mlm_cross_entropy(logits, target_ids, mask_positions):
-    """Mean cross-entropy over the masked positions: returns (loss, dLoss/dlogits). See `masked_cross_entropy`."""
-    return masked_cross_entropy(logits, target_ids, mask_positions)
-
-
-def _demo() -> None:
-    rng = np.random.default_rng(0)
-    batch = rng.integers(5, 100, size=(2, 12))
-    batch[:, 0], batch[:, -1] = CLS_ID, SEP_ID
-    batch[1, -3:] = [SEP_ID, PAD_ID, PAD_ID]
-    inp, tgt, pos = mask_tokens(batch, vocab_size=100, mask_id=MASK_ID, mask_prob=0.3, rng=rng)
-    print("BERT masking: select 15% of ordinary tokens; of those 80% -> [MASK], 10% -> random, 10% kept.")
-    print("original :", batch.tolist())
-    print("corrupted:", inp.tolist())
-    print("selected :", pos.astype(int).tolist())
-    big = rng.integers(5, 8192, size=(64, 128))
-    inp, tgt, pos = mask_tokens(big, 8192, MASK_ID, 0.15, rng)
-    sel = pos.sum()
-    print(f"\nOn 64x128 random ids: selected {sel / pos.size:.3f} of tokens; of those "
-          f"{(inp[pos] == MASK_ID).mean():.3f} [MASK], {((inp[pos] != MASK_ID) & (inp[pos] != tgt[pos])).mean():.3f} "
-          f"random, {(inp[pos] == tgt[pos]).mean():.3f} unchanged")
-    V = 8192
-    logits = np.zeros((int(sel), V), dtype=np.float32)
-    loss, _ = mlm_cross_entropy(logits, tgt, pos)
-    print(f"Loss of uniform predictions = log V = {np.log(V):.4f}; computed {loss:.4f}")
-
-
-if __name__ == "__main__":
-    _demo()

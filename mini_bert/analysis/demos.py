@@ -1,25 +1,38 @@
-"""The learning path's first steps (the notes' Weeks 1-3), as three short demos that print what they show.
+"""The learning path's demos (the notes' Weeks 1-3 and Phase 3), each printing what it shows.
 
-    python -m mini_bert.core.model        -> model_demo()      shapes, parameter count, the forward cache
-    python -m mini_bert.core.attention    -> attention_demo()  Q/K/V and attention weights, by hand vs the model
-    python -m mini_bert.core.gradients    -> gradients_demo()  per-layer gradient norms, a finite-difference check
+    minibert demo model          -> model_demo()          shapes, parameter count, the forward cache
+    minibert demo attention      -> attention_demo()      Q/K/V and attention weights, by hand vs the model
+    minibert demo gradients      -> gradients_demo()      per-layer gradient norms, a finite-difference check
+    minibert demo mlm            -> mlm_demo()            BERT's masking rule and the loss of uniform predictions
+    minibert demo optimizer      -> optimizer_demo()      AdamW against SGD on an ill-conditioned quadratic
+    minibert demo optimizers     -> optimizers_demo()     AdamW, Lion and Lookahead on a noisy quadratic
+    minibert demo checkpointing  -> checkpointing_demo()  activation checkpointing: memory against time
+    minibert demo variants       -> variants_demo()       RoPE, relative position bias, gated attention
 
-Each demo also returns a dict of the numbers it printed, so tests (and notebooks) can check them.
+The first three also return a dict of the numbers they printed, so tests (and notebooks) can check them.
 Shapes: B batch, T tokens, D hidden, H heads, d = D/H, V vocab, N masked positions.
 The derivations behind every number are in docs/MATHEMATICAL_GUIDE.md.
 """
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 
 from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, ModelConfig
 from ..core.attention import merge_heads, split_heads
-from ..core.gradients import MiniBERTGradients, masked_cross_entropy
+from ..core.gradients import MiniBERTGradients, mlm_cross_entropy
 from ..core.math_ops import softmax_forward
 from ..core.model import MiniBERT, describe_cache
+from ..core.variants import AdvancedMiniBERT, relative_position_buckets
+from ..training.advanced_optimizers import Lion, Lookahead
+from ..training.checkpoint_utils import (cache_nbytes, checkpointed_loss_and_gradients, loss_and_gradients,
+                                         memory_report, parameter_buffers, synthetic_batch)
+from ..training.optimizer import AdamW
 from ..core.parameters import layer_of
-from ..training.mlm import mask_tokens
+from ..data.masking import mask_tokens
 
 
 def _heading(text: str) -> None:
@@ -172,7 +185,7 @@ def finite_difference_check(seed: int = 0, h: float = 1e-5) -> list[dict]:
     def mlm_loss(backward: bool = False) -> float:
         logits, cache = model.forward(inp, attention_mask, training=True, masked_positions=pos,
                                       rng=np.random.default_rng(123))
-        loss, dlogits = masked_cross_entropy(logits, tgt, pos)
+        loss, dlogits = mlm_cross_entropy(logits, tgt, pos)
         if backward:
             grads.backward_from_logits(dlogits, cache)
         return loss
@@ -258,3 +271,128 @@ def gradients_demo(seed: int = 0) -> dict:
     worst = max(c["relative_error"] for c in checks)
     print(f"worst relative error {worst:.1e} ({'agree' if worst < 1e-5 else 'MISMATCH'})")
     return {"loss": loss, "layer_norms": layer_norms, "b_K_max": bk, "zero_gradient": untouched, "checks": checks}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Week 3: masking and optimisation; Phase 3: memory and variants
+
+
+def mlm_demo() -> None:
+    """BERT's masking on a small batch, its rates on a large one, and the loss of uniform predictions."""
+    rng = np.random.default_rng(0)
+    batch = rng.integers(5, 100, size=(2, 12))
+    batch[:, 0], batch[:, -1] = CLS_ID, SEP_ID
+    batch[1, -3:] = [SEP_ID, PAD_ID, PAD_ID]
+    inp, tgt, pos = mask_tokens(batch, vocab_size=100, mask_id=MASK_ID, mask_prob=0.3, rng=rng)
+    print("BERT masking: select 15% of ordinary tokens; of those 80% -> [MASK], 10% -> random, 10% kept.")
+    print("original :", batch.tolist())
+    print("corrupted:", inp.tolist())
+    print("selected :", pos.astype(int).tolist())
+    big = rng.integers(5, 8192, size=(64, 128))
+    inp, tgt, pos = mask_tokens(big, 8192, MASK_ID, 0.15, rng)
+    sel = pos.sum()
+    print(f"\nOn 64x128 random ids: selected {sel / pos.size:.3f} of tokens; of those "
+          f"{(inp[pos] == MASK_ID).mean():.3f} [MASK], {((inp[pos] != MASK_ID) & (inp[pos] != tgt[pos])).mean():.3f} "
+          f"random, {(inp[pos] == tgt[pos]).mean():.3f} unchanged")
+    V = 8192
+    logits = np.zeros((int(sel), V), dtype=np.float32)
+    loss, _ = mlm_cross_entropy(logits, tgt, pos)
+    print(f"Loss of uniform predictions = log V = {np.log(V):.4f}; computed {loss:.4f}")
+
+
+def optimizer_demo() -> None:
+    """AdamW on an ill-conditioned quadratic, with and without weight decay, beside plain SGD."""
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=8)
+    scales = np.logspace(0, 3, 8)                      # curvatures from 1 to 1000: hard for plain SGD
+    loss = lambda x: 0.5 * float(np.sum(scales * (x - target) ** 2))  # noqa: E731
+    print("Minimise 0.5 * sum_i s_i (x_i - c_i)^2 with curvatures s from 1 to 1000 (condition number 1000).")
+    x_sgd = np.zeros(8)
+    for _ in range(200):
+        x_sgd -= 1.9e-3 * scales * (x_sgd - target)    # largest stable SGD rate is 2 / 1000
+    for wd in (0.0, 0.1):
+        x = np.zeros(8)
+        opt = AdamW(x, np.ones(8), lr=0.05, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+        for t in range(1, 201):
+            opt.step(scales * (x - target))
+            if t in (1, 10, 50, 200):
+                print(f"  AdamW wd={wd:<4} step {t:>3}: loss {loss(x):10.4f}   |x| {np.linalg.norm(x):.3f}")
+    print(f"  SGD (best stable lr) step 200: loss {loss(x_sgd):10.4f}")
+    print("Adam divides each coordinate's step by its own gradient scale, so every coordinate moves at a similar")
+    print("rate regardless of curvature; decoupled weight decay pulls |x| towards 0 without touching m and v.")
+
+
+def optimizers_demo() -> None:
+    """AdamW, Lion and Lookahead(AdamW) on a noisy ill-conditioned quadratic."""
+    target = np.random.default_rng(0).normal(size=16)
+    scales = np.logspace(0, 2, 16)                                   # curvatures 1 ... 100
+    loss = lambda x: 0.5 * float(np.sum(scales * (x - target) ** 2))  # noqa: E731
+    print("Minimise 0.5 * sum_i s_i (x_i - c_i)^2 (curvatures 1 to 100) from noisy gradients (noise sd 1).")
+    makers = {
+        "AdamW lr 0.05": lambda x: AdamW(x, np.zeros(16), lr=0.05),
+        "Lion lr 0.02": lambda x: Lion(x, np.zeros(16), lr=0.02),
+        "Lookahead(AdamW lr 0.05) k=5": lambda x: Lookahead(AdamW(x, np.zeros(16), lr=0.05), x, k=5, alpha=0.5),
+    }
+    for name, make in makers.items():
+        x = np.zeros(16)
+        opt, noise = make(x), np.random.default_rng(1)
+        for t in range(1, 301):
+            opt.step(scales * (x - target) + noise.normal(size=16))
+            if t in (10, 100, 300):
+                print(f"  {name:<30} step {t:>3}: loss {loss(x):9.4f}")
+    print("Lion moves every coordinate by exactly lr a step: it needs |c_i| / lr steps to arrive, then hovers within")
+    print("about lr of the optimum. Lookahead's averaging of the fast weights damps the gradient noise that AdamW")
+    print("alone keeps bouncing on.")
+
+
+def checkpointing_demo(repeats: int = 3) -> None:
+    """Activation checkpointing on the default model: peak cache memory against the time of a training step."""
+    model = MiniBERT()
+    grads = MiniBERTGradients(model)
+    batch = synthetic_batch(model.config.vocab_size)
+    L = model.config.num_layers
+    mib = 2.0 ** 20
+    print(f"default model ({model.num_parameters:,} parameters, {L} layers, {model.dtype}), batch "
+          f"{batch['input_ids'].shape[0]} x {batch['input_ids'].shape[1]}; best of {repeats} steps")
+
+    def best_time(step):
+        """Best wall time and best user CPU time of `repeats` steps. User CPU time counts the arithmetic alone:
+        it is steadier than wall time on a shared machine, and leaves out the kernel's page-fault time, which
+        varies with how the allocator happens to reuse freed memory."""
+        walls, cpus = [], []
+        for _ in range(repeats):
+            grads.zero_gradients()
+            w0, c0 = time.perf_counter(), os.times().user
+            out = step()
+            walls.append(time.perf_counter() - w0)
+            cpus.append(os.times().user - c0)
+        return min(walls), min(cpus), out
+
+    w_full, c_full, (_, cache) = best_time(lambda: loss_and_gradients(model, grads, batch))
+    full_bytes = cache_nbytes(cache, exclude=parameter_buffers(model))
+    del cache
+    print(f"{'path':28} {'peak cache':>12} {'wall time':>10} {'user CPU':>9}")
+    print(f"{'normal (full cache)':28} {full_bytes / mib:8.1f} MiB {w_full:9.3f}s {c_full:8.3f}s")
+    for k in sorted({L, max(1, round(L ** 0.5)), 1}, reverse=True):
+        w, c, (_, report) = best_time(lambda: checkpointed_loss_and_gradients(model, grads, batch, segments=k))
+        est = memory_report(model, batch, segments=k)["checkpointed_peak_bytes"]
+        peak = report["peak_cache_bytes"]
+        print(f"{f'checkpointed, {k} segment(s)':28} {peak / mib:8.1f} MiB {w:9.3f}s {c:8.3f}s   "
+              f"({peak / full_bytes:.0%} of the memory, {c / c_full:.2f}x the user CPU time; "
+              f"memory_report estimate {est / mib:.1f} MiB)")
+
+
+def variants_demo() -> None:
+    """Each variant on a tiny model: parameter counts and one forward pass."""
+    cfg = ModelConfig(vocab_size=64, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+                      max_position_embeddings=16)
+    ids = np.random.default_rng(0).integers(5, 64, (2, 10))
+    for kw in ({}, {"rotary": True, "absolute_positions": False}, {"relative_position": True},
+               {"gated_attention": True}, {"rotary": True, "relative_position": True, "gated_attention": True}):
+        model = AdvancedMiniBERT(cfg, **kw)
+        logits, cache = model.forward(ids)
+        print(f"{sorted(model.variants) or ['(none)']!s:45} extra parameters {model.extra.flat.size:5d}  "
+              f"logits {logits.shape}  mean attention entropy "
+              f"{float(-(cache['attention_weights'][0] * np.log(cache['attention_weights'][0])).sum(-1).mean()):.3f}")
+    print("relative position buckets, T = 12, 8 buckets, max_distance 8 (row = query, column = key):")
+    print(relative_position_buckets(12, 8, 8))

@@ -1,6 +1,6 @@
 """Memory profiling: how many bytes a training step of a given model and batch shape holds, and where.
 
-    python -m mini_bert.utils.memory_utils [--batch 32] [--seq 128] [--threads 2] [--segments K]
+    minibert memory [--batch 32] [--seq 128] [--threads 2] [--segments K]
                                            [--config NAME] [key=value ...]
 
 Every number is measured on real objects, not estimated from a formula: the parameter buffer, the gradient buffers
@@ -18,12 +18,11 @@ Per layer the cache is dominated by the attention weights (B, H, T, T) and the F
 
 from __future__ import annotations
 
-import argparse
-import sys
 
 import numpy as np
 
-from ..config import ConfigError, ModelConfig, RunConfig, load_config
+from ..errors import MiniBertError
+from ..config import ModelConfig, RunConfig
 from ..core.gradients import MiniBERTGradients
 from ..core.model import MiniBERT
 from ..training.checkpoint_utils import cache_nbytes, memory_report, synthetic_batch
@@ -69,11 +68,11 @@ def memory_breakdown(config: RunConfig | ModelConfig | dict | None = None, batch
         run = RunConfig()
     cfg = run.model
     if threads < 1:
-        raise ValueError(f"threads must be at least 1; got {threads}")
+        raise MiniBertError(f"threads must be at least 1; got {threads}")
     if seq_len > cfg.max_position_embeddings:
-        raise ValueError(f"seq_len {seq_len} exceeds max_position_embeddings={cfg.max_position_embeddings}")
+        raise MiniBertError(f"seq_len {seq_len} exceeds max_position_embeddings={cfg.max_position_embeddings}")
     if batch_size < 1 or seq_len < 4:
-        raise ValueError(f"need batch_size >= 1 and seq_len >= 4; got {batch_size} and {seq_len}")
+        raise MiniBertError(f"need batch_size >= 1 and seq_len >= 4; got {batch_size} and {seq_len}")
     model = MiniBERT(cfg, seed=seed)
     P = model.num_parameters
     item = model.dtype.itemsize
@@ -120,27 +119,3 @@ def format_table(b: dict) -> str:
                       f"{rep['checkpointed_peak_bytes'] / MIB:.1f} MiB of cache instead of "
                       f"{rep['full_cache_bytes'] / MIB:.1f} MiB (--segments K to see it in the table)."]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mini_bert.utils.memory_utils",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    parser.add_argument("--seq", type=int, default=128, help="tokens per sequence (default 128)")
-    parser.add_argument("--threads", type=int, default=1, help="gradient worker threads (default 1)")
-    parser.add_argument("--segments", type=int, default=None, help="activation checkpointing with K segments")
-    parser.add_argument("--config", default=None, help="a YAML file or configs/ name (its model and optimizer)")
-    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. model.num_layers=6 training.optimizer=lion")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        breakdown = memory_breakdown(cfg, args.batch, args.seq, args.threads, args.segments)
-    except (ConfigError, ValueError) as e:
-        print(f"memory_utils: error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(breakdown))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mini_bert
+from ..errors import DataError, DownloadError
 
 _CHUNK = 1 << 20  # 1 MiB: read/write granularity for hashing and downloads
 
@@ -42,8 +42,8 @@ def data_root(override: str | Path | None = None) -> Path:
     env = os.environ.get("MINIBERT_DATA_DIR")
     if env:
         return Path(env).expanduser()
-    # mini_bert/__init__.py -> parents[1] is the repository root; its parent holds shared/.
-    return Path(mini_bert.__file__).resolve().parents[1].parent / "shared" / "data"
+    # mini_bert/data/sources.py -> parents[2] is the repository root; its parent holds shared/.
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def cache_dir() -> Path:
@@ -121,12 +121,12 @@ def fetch(url: str, *, sha256: str | None = None, md5: str | None = None, dest_d
     A file already there is reused without any request when it matches the digests given (or when none is given).
     Otherwise the download streams into a temporary file next to the target while both digests are computed; on a
     match it is fsynced and renamed into place, on a mismatch it is deleted and ValueError names the file and the
-    expected and actual digests. Network failures raise OSError with the URL and how to place the file by hand.
+    expected and actual digests. Network failures raise DownloadError (an OSError and a MiniBertError) with the URL and how to place the file by hand.
     """
     dest_dir = Path(dest_dir) if dest_dir is not None else cache_dir() / "downloads"
     filename = filename or Path(urllib.parse.urlparse(url).path).name
     if not filename:
-        raise ValueError(f"cannot derive a file name from URL {url!r}; pass filename=...")
+        raise DataError(f"cannot derive a file name from URL {url!r}; pass filename=...")
     target = dest_dir / filename
     if target.is_file() and _checksum_problem(target, sha256, md5) is None:
         return target
@@ -140,7 +140,7 @@ def fetch(url: str, *, sha256: str | None = None, md5: str | None = None, dest_d
             try:
                 response = urllib.request.urlopen(url, timeout=60)
             except (urllib.error.URLError, OSError) as err:
-                raise OSError(f"could not download {url}: {err}. Place the file at {target} yourself, or point "
+                raise DownloadError(f"could not download {url}: {err}. Place the file at {target} yourself, or point "
                               f"MINIBERT_DATA_DIR at a folder that holds it.") from err
             with response:
                 total = response.headers.get("Content-Length")
@@ -163,7 +163,7 @@ def fetch(url: str, *, sha256: str | None = None, md5: str | None = None, dest_d
             os.fsync(out.fileno())
         for name, expected, h in (("sha256", sha256, h_sha), ("md5", md5, h_md5)):
             if expected is not None and h.hexdigest() != expected.lower():
-                raise ValueError(
+                raise DataError(
                     f"checksum mismatch for {filename} downloaded from {url}: {name} expected {expected.lower()}, "
                     f"got {h.hexdigest()}. The download was deleted; retry, or check that the URL still serves "
                     f"the same file.")
@@ -195,7 +195,7 @@ def extract_archive(archive: str | Path, dest_dir: str | Path, strip_prefix: str
             return None
         parts = Path(name).parts
         if Path(name).is_absolute() or ".." in parts:
-            raise ValueError(f"refusing to extract {name!r} from {archive}: it points outside the target folder")
+            raise DataError(f"refusing to extract {name!r} from {archive}: it points outside the target folder")
         return tmp_dir / name
 
     try:
@@ -218,7 +218,7 @@ def extract_archive(archive: str | Path, dest_dir: str | Path, strip_prefix: str
                         with tf.extractfile(member) as src, open(out, "wb") as dst:
                             shutil.copyfileobj(src, dst)
         else:
-            raise ValueError(f"unsupported archive type: {archive.name} (expected .zip, .tar.gz, .tgz or .tar)")
+            raise DataError(f"unsupported archive type: {archive.name} (expected .zip, .tar.gz, .tgz or .tar)")
         if dest_dir.exists():
             shutil.rmtree(dest_dir)
         os.replace(tmp_dir, dest_dir)
@@ -334,7 +334,7 @@ def _source(dataset: str) -> DatasetSource:
     try:
         return DATASETS[dataset]
     except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}") from None
+        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
 def locate(dataset: str, filename: str, data_dir: str | Path | None = None, progress: bool = True) -> Path:
@@ -362,7 +362,7 @@ def locate(dataset: str, filename: str, data_dir: str | Path | None = None, prog
         if (extracted / filename).is_file():
             return extracted / filename
     known = sorted(source.files) or ["(members of the archive)"]
-    raise ValueError(f"dataset {dataset!r} has no file {filename!r} (looked in {local.parent} and {cached_dir}); "
+    raise DataError(f"dataset {dataset!r} has no file {filename!r} (looked in {local.parent} and {cached_dir}); "
                      f"known files: {', '.join(known)}")
 
 

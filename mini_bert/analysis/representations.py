@@ -1,6 +1,6 @@
 """RepresentationAnalyzer: what the token vectors of each layer look like, and how two checkpoints differ.
 
-    from mini_bert.tools.representation_analyzer import RepresentationAnalyzer
+    from mini_bert.analysis.representations import RepresentationAnalyzer
     ra = RepresentationAnalyzer(model, tokenizer)
     ra.layer_geometry(texts)             # per layer: anisotropy, isotropy, norms, diversity, effective rank ...
     ra.effective_dimensionality(texts)   # per layer: participation ratio, PCs for 90% of the variance
@@ -24,9 +24,9 @@ import numpy as np
 
 from ..config import PAD_ID
 from ..evaluation import metrics as M
-from ..utils import visualization as V
-from ..utils.visualization import to_jsonable
-from .analyze import encode_text, token_matrix
+from . import figures as V
+from .figures import to_jsonable
+from .report import encode_text, token_matrix
 
 DEFAULT_TEXTS = [
     "The cat sat on the mat because it was warm.",

@@ -1,6 +1,6 @@
 """MathematicalExplorer: the notes' interactive tool, a thin layer over `evaluation.analysis` and `metrics`.
 
-    from mini_bert.tools.mathematical_explorer import MathematicalExplorer
+    from mini_bert.analysis.explorer import MathematicalExplorer
     ex = MathematicalExplorer(model, tokenizer)
     ex.explore_attention_heads("the cat sat on the mat")       # per head: entropy, where each token looks
     ex.step_through_forward_pass("the cat sat on the mat")     # every intermediate: name, shape, statistics
@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.model import describe_cache
-from ..evaluation import analysis as A
+from . import dynamics as A
 from ..evaluation import metrics as M
-from .analyze import _mlm_batch, encode_text
+from .report import _mlm_batch, encode_text
 
 
 class MathematicalExplorer:

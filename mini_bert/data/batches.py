@@ -1,4 +1,4 @@
-"""The MLM batches the trainer draws, and (re-exported for existing imports) the dataset readers of data/readers.py.
+"""The MLM batches the trainer draws: encoded, packed, cached and mixed rows, masked afresh at every draw.
 
 MLM data path: sentences -> encode_corpus (ids per sentence) -> pack_sequences (rows [CLS] ... [SEP], padded)
 -> MLMBatches.next_batch (shuffled rows, masking redrawn on every draw) -> Batch.
@@ -13,14 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID
-from ..data.corpora import load_corpus
-from ..data.readers import (DataError, TaggedSentence, load_brown, load_brown_tagged, load_conllu, load_ewt,
-                            load_ptb, load_sst2, load_text)
-from .mlm import mask_tokens
-
-__all__ = ["Batch", "DataError", "MLMBatches", "TaggedSentence", "encode_corpus", "fixed_validation_batches",
-           "load_brown", "load_brown_tagged", "load_conllu", "load_corpus", "load_ewt", "load_ptb", "load_sst2",
-           "load_text", "pack_sequences"]
+from ..errors import DataError
+from .masking import mask_tokens
 
 
 # ================================================================================================================
@@ -60,7 +54,7 @@ def pack_corpus(lines: Sequence[str], tokenizer, max_len: int, cache: bool = Tru
     """
     import hashlib
 
-    from ..utils.io_utils import atomic_write_bytes, cache_dir
+    from .sources import atomic_write_bytes, cache_dir
 
     digest = hashlib.sha256(f"{max_len}\n{tokenizer.lowercase}\n".encode())
     digest.update("\n".join(tokenizer.vocab).encode("utf-8") + b"\0")
@@ -136,12 +130,12 @@ def pack_sequences(sentence_ids: Sequence[np.ndarray], max_len: int, pairs: bool
     """
     min_len = 4 if pairs else 3
     if max_len < min_len:
-        raise ValueError(f"max_len={max_len} is too short: a row needs [CLS], [SEP]{', [SEP]' if pairs else ''} "
+        raise DataError(f"max_len={max_len} is too short: a row needs [CLS], [SEP]{', [SEP]' if pairs else ''} "
                          f"and at least one token, so max_len >= {min_len}")
     capacity = max_len - (3 if pairs else 2)
     groups = _greedy_groups(_chunks(sentence_ids, capacity), capacity)
     if not groups:
-        raise ValueError("nothing to pack: every sentence encoded to zero tokens (empty corpus?)")
+        raise DataError("nothing to pack: every sentence encoded to zero tokens (empty corpus?)")
     ids = np.full((len(groups), max_len), PAD_ID, dtype=np.int32)    # (N, T)
     types = np.zeros((len(groups), max_len), dtype=np.int32)         # (N, T)
     for r, group in enumerate(groups):
@@ -182,14 +176,14 @@ def _check_rows(sequences, token_type_ids, batch_size: int) -> tuple[np.ndarray,
     sequences = np.asarray(sequences)
     token_type_ids = np.asarray(token_type_ids)
     if sequences.ndim != 2 or not np.issubdtype(sequences.dtype, np.integer):
-        raise ValueError(f"sequences must be a 2-D integer array (N, T) from pack_sequences; got "
+        raise DataError(f"sequences must be a 2-D integer array (N, T) from pack_sequences; got "
                          f"{sequences.dtype} {sequences.shape}")
     if token_type_ids.shape != sequences.shape:
-        raise ValueError(f"token_type_ids shape {token_type_ids.shape} differs from sequences {sequences.shape}")
+        raise DataError(f"token_type_ids shape {token_type_ids.shape} differs from sequences {sequences.shape}")
     if len(sequences) == 0:
-        raise ValueError("no sequences to batch (N = 0)")
+        raise DataError("no sequences to batch (N = 0)")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        raise DataError(f"batch_size must be >= 1; got {batch_size}")
     return sequences, token_type_ids     # kept as stored (uint16 ids): a drawn batch is made int32
 
 
@@ -247,12 +241,12 @@ class MLMBatches:
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("num_rows") != len(self.sequences):
-            raise ValueError(f"state is for {state.get('num_rows')} rows but this stream has {len(self.sequences)}; "
+            raise DataError(f"state is for {state.get('num_rows')} rows but this stream has {len(self.sequences)}; "
                              f"rebuild the packed data the way the checkpointed run did (same corpus, tokenizer, "
                              f"max_len)")
         order = np.asarray(state["order"], dtype=np.int64)
         if order.shape != (len(self.sequences),):
-            raise ValueError(f"state 'order' has shape {order.shape}, expected ({len(self.sequences)},)")
+            raise DataError(f"state 'order' has shape {order.shape}, expected ({len(self.sequences)},)")
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng_state"]
         self._rng, self._order = rng, order

@@ -30,11 +30,11 @@ from typing import Callable
 import numpy as np
 
 from ..core.attention import mask_bias
-from ..core.gradients import MiniBERTGradients, masked_cross_entropy
+from ..core.gradients import MiniBERTGradients, mlm_cross_entropy
 from ..core.math_ops import ACTIVATION_FORWARD, softmax_forward
-from ..core.parameters import ParameterStore, layer_of
-from ..training.optimizer import layer_wise_lr_scales, parameter_group  # noqa: F401  (re-exported)
-from .metrics import (compute_attention_entropy, compute_effective_rank, compute_gradient_norm,
+from ..core.parameters import ParameterStore
+from ..training.optimizer import parameter_group
+from ..evaluation.metrics import (compute_attention_entropy, compute_effective_rank, compute_gradient_norm,
                       mean_pairwise_cosine, token_rows)
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def as_mlm_batch(data_batch, vocab_size: int | None = None, rng: np.random.Gener
         missing = {"input_ids", "target_ids", "mask_positions"} - set(data_batch)
         if missing:
             raise ValueError(f"the batch dict lacks {sorted(missing)}; it needs input_ids, target_ids and "
-                             "mask_positions (see mini_bert.training.mlm.mask_tokens)")
+                             "mask_positions (see mini_bert.data.masking.mask_tokens)")
         batch = dict(data_batch)
     elif isinstance(data_batch, tuple):
         if len(data_batch) not in (3, 4):
@@ -117,7 +117,7 @@ def as_mlm_batch(data_batch, vocab_size: int | None = None, rng: np.random.Gener
                              f"shape (batch, seq_len); got {type(data_batch).__name__} {getattr(ids, 'shape', '')}")
         if vocab_size is None:
             raise ValueError("masking clean ids needs the vocabulary size")
-        from ..training.mlm import mask_tokens
+        from ..data.masking import mask_tokens
         inp, tgt, pos = mask_tokens(ids, vocab_size, rng=np.random.default_rng(0) if rng is None else rng)
         batch = {"input_ids": inp, "target_ids": tgt, "mask_positions": pos}
     batch.setdefault("attention_mask", None)
@@ -132,7 +132,7 @@ def mlm_loss(model, batch: dict) -> float:
     """The deterministic (eval-mode, no dropout) MLM loss of `model` on a normalised batch."""
     logits, _ = model.forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                               training=False, masked_positions=batch["mask_positions"])
-    loss, _ = masked_cross_entropy(logits, batch["target_ids"], batch["mask_positions"])
+    loss, _ = mlm_cross_entropy(logits, batch["target_ids"], batch["mask_positions"])
     return float(loss)
 
 
@@ -141,7 +141,7 @@ def mlm_loss_and_gradients(model, batch: dict, grads: MiniBERTGradients | None =
     grads = MiniBERTGradients(model) if grads is None else grads
     logits, cache = model.forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                                   training=False, masked_positions=batch["mask_positions"])
-    loss, dlogits = masked_cross_entropy(logits, batch["target_ids"], batch["mask_positions"])
+    loss, dlogits = mlm_cross_entropy(logits, batch["target_ids"], batch["mask_positions"])
     grads.zero_gradients()
     grads.backward_from_logits(dlogits, cache)
     return float(loss), grads, cache
@@ -723,146 +723,170 @@ def _prefixed_keys(history, prefix):
     return _group_order(k[len(prefix):] for k in keys)
 
 
-def detect_training_issues(history: list[dict], thresholds: IssueThresholds | None = None) -> list[Issue]:
-    """Read a training log and name what is going wrong, in plain language, with a fix to try.
+@dataclass
+class _Log:
+    """What the rules read: the logged series, the thresholds, and what earlier rules found."""
 
-    history: a list of metric dicts, one per logged step: "step", "train_loss" (or "loss"), "lr", "grad_norm",
-    and the `TrainingMonitor` keys "grad_norm/<group>", "update_ratio" / "update_ratio/<group>",
-    "dead_units/layer_<l>", "attention_entropy/layer_<l>". Missing keys are skipped. Returns a list of Issue,
-    errors first; empty for a healthy run.
-    """
-    th = IssueThresholds() if thresholds is None else thresholds
-    history = sorted(history, key=lambda e: e.get("step", 0))
-    issues: list[Issue] = []
-    loss_key = "train_loss" if any("train_loss" in e for e in history) else "loss"
-    steps, loss = _series(history, loss_key)
-    gsteps, gnorm = _series(history, "grad_norm")
-    _, lr = _series(history, "lr")
+    history: list[dict]
+    th: IssueThresholds
+    steps: np.ndarray          # steps with a loss
+    loss: np.ndarray
+    fsteps: np.ndarray         # ... with a finite loss
+    floss: np.ndarray
+    gsteps: np.ndarray         # steps with a global gradient norm
+    gnorm: np.ndarray
+    lr: np.ndarray
+    issues: list = field(default_factory=list)
+    diverged: bool = False
+    spikes: list = field(default_factory=list)
+    explode: list = field(default_factory=list)
+    died: dict = field(default_factory=dict)
 
-    # Non-finite numbers: the run has blown up.
-    bad = [int(s) for s, v in zip(steps, loss) if not math.isfinite(v)]
-    bad += [int(s) for s, v in zip(gsteps, gnorm) if not math.isfinite(v)]
-    diverged = False
+    def found(self, *kinds) -> bool:
+        return any(i.kind in kinds for i in self.issues)
+
+
+def _rule_non_finite(log: _Log) -> None:
+    """The loss or the gradient norm became NaN/inf: the run has blown up."""
+    bad = [int(s) for s, v in zip(log.steps, log.loss) if not math.isfinite(v)]
+    bad += [int(s) for s, v in zip(log.gsteps, log.gnorm) if not math.isfinite(v)]
     if bad:
-        diverged = True
-        issues.append(Issue(
+        log.diverged = True
+        log.issues.append(Issue(
             "divergence", "error", min(bad),
             "The loss or the gradient norm became NaN/inf: updates grew so large that the numbers overflowed, and "
             "nothing after this point is meaningful.",
-            "Lower the learning rate 3-10x, use warmup, and clip gradients (training.max_grad_norm = 1.0).",
+            "Lower the learning rate 3-10x, use warmup, and clip gradients (training.grad_clip=1.0).",
             {"steps": sorted(set(bad))[:20]}))
-    ok = np.isfinite(loss)
-    fsteps, floss = steps[ok], loss[ok]
 
-    # Loss spikes: a jump well above the recent typical loss.
-    spikes = []
+
+def _rule_loss_spikes(log: _Log) -> None:
+    """A jump well above the recent typical loss."""
+    th, floss, fsteps = log.th, log.floss, log.fsteps
     for i in range(5, len(floss)):
         ref = float(np.median(floss[max(0, i - th.window):i]))
         if floss[i] > th.spike_ratio * ref and floss[i] - ref > th.spike_min_rise:
-            spikes.append((int(fsteps[i]), float(floss[i]), ref))
-    if spikes:
-        issues.append(Issue(
-            "loss_spike", "warning", spikes[0][0],
-            f"The loss jumped {len(spikes)} time(s) to well above its recent level (e.g. {spikes[0][1]:.3f} against "
-            f"{spikes[0][2]:.3f} just before). Each spike undoes part of what was learned; it usually means steps "
+            log.spikes.append((int(fsteps[i]), float(floss[i]), ref))
+    if log.spikes:
+        first = log.spikes[0]
+        log.issues.append(Issue(
+            "loss_spike", "warning", first[0],
+            f"The loss jumped {len(log.spikes)} time(s) to well above its recent level (e.g. {first[1]:.3f} against "
+            f"{first[2]:.3f} just before). Each spike undoes part of what was learned; it usually means steps "
             "that are too large for the local curvature.",
-            "Lower the learning rate, lengthen warmup, or clip gradients; if spikes follow particular batches, "
-            "inspect those batches.",
-            {"spikes": [{"step": s, "loss": v, "median_before": r} for s, v, r in spikes[:20]]}))
+            "Lower training.lr, raise training.warmup_ratio, or set training.grad_clip=1.0; if spikes follow "
+            "particular batches, inspect those batches.",
+            {"spikes": [{"step": s, "loss": v, "median_before": r} for s, v, r in log.spikes[:20]]}))
 
-    # Divergence without NaN: the loss ends higher than it began.
-    if len(floss) >= 10 and not diverged:
-        k = max(3, len(floss) // 10)
-        start, end = float(floss[:k].mean()), float(floss[-k:].mean())
-        if end > th.divergence_ratio * start:
-            diverged = True
-            issues.append(Issue(
-                "divergence", "error", int(fsteps[-k]),
-                f"The loss went up over the run (mean {start:.3f} at the start, {end:.3f} at the end): training is "
-                "moving away from a solution.",
-                "Lower the learning rate (3-10x) and check the gradients with a gradient check.",
-                {"start_loss": start, "end_loss": end}))
 
-    # Rebound: the loss came down, then climbed back well above its best level (a moving average, to see through
-    # batch-to-batch noise). Training loss should not rise for long; when it does the steps have become too large.
+def _rule_rising_loss(log: _Log) -> None:
+    """Divergence without NaN: the loss ends higher than it began."""
+    floss, fsteps = log.floss, log.fsteps
+    if len(floss) < 10 or log.diverged:
+        return
+    k = max(3, len(floss) // 10)
+    start, end = float(floss[:k].mean()), float(floss[-k:].mean())
+    if end > log.th.divergence_ratio * start:
+        log.diverged = True
+        log.issues.append(Issue(
+            "divergence", "error", int(fsteps[-k]),
+            f"The loss went up over the run (mean {start:.3f} at the start, {end:.3f} at the end): training is "
+            "moving away from a solution.",
+            "Lower training.lr (3-10x) and check the gradients with a gradient check.",
+            {"start_loss": start, "end_loss": end}))
+
+
+def _rule_rebound(log: _Log) -> None:
+    """The loss came down, then climbed back well above its best level (on a moving average, to see through
+    batch-to-batch noise): the steps have become too large."""
+    th, floss, fsteps = log.th, log.floss, log.fsteps
     k = max(5, len(floss) // 10)
-    if len(floss) >= 4 * k and not diverged:
-        ma = np.convolve(floss, np.ones(k) / k, mode="valid")
-        i_min = int(np.argmin(ma))
-        best, end = float(ma[i_min]), float(ma[-1])
-        if i_min < len(ma) - k and end > th.rebound_ratio * best and end - best > th.rebound_min_rise:
-            diverged = True
-            issues.append(Issue(
-                "divergence", "error", int(fsteps[i_min + k - 1]),
-                f"The loss came down to {best:.3f} (moving average over {k} logged steps) and then climbed back to "
-                f"{end:.3f}: training has become unstable and is undoing what it learned.",
-                "Lower the learning rate (3-10x), or decay it sooner; clip gradients.",
-                {"best_moving_average": best, "end_moving_average": end, "window": k}))
+    if len(floss) < 4 * k or log.diverged:
+        return
+    ma = np.convolve(floss, np.ones(k) / k, mode="valid")
+    i_min = int(np.argmin(ma))
+    best, end = float(ma[i_min]), float(ma[-1])
+    if i_min < len(ma) - k and end > th.rebound_ratio * best and end - best > th.rebound_min_rise:
+        log.diverged = True
+        log.issues.append(Issue(
+            "divergence", "error", int(fsteps[i_min + k - 1]),
+            f"The loss came down to {best:.3f} (moving average over {k} logged steps) and then climbed back to "
+            f"{end:.3f}: training has become unstable and is undoing what it learned.",
+            "Lower training.lr (3-10x), or decay it sooner; set training.grad_clip=1.0.",
+            {"best_moving_average": best, "end_moving_average": end, "window": k}))
 
-    # Exploding gradients: a global norm far above its own history.
-    explode = []
-    fin = np.isfinite(gnorm)
+
+def _rule_exploding_gradients(log: _Log) -> None:
+    """A global gradient norm far above its own history."""
+    gnorm, fin = log.gnorm, np.isfinite(log.gnorm)
     for i in range(3, len(gnorm)):
-        if fin[i]:
-            ref = float(np.median(gnorm[:i][fin[:i]])) if fin[:i].any() else math.nan
-            if ref > 0 and gnorm[i] > th.explode_ratio * ref:
-                explode.append((int(gsteps[i]), float(gnorm[i]), ref))
-    if explode:
-        issues.append(Issue(
-            "exploding_gradients", "error", explode[0][0],
-            f"The gradient norm jumped to {explode[0][1]:.3g}, over {th.explode_ratio:g}x its usual "
-            f"{explode[0][2]:.3g}."
-            " Such a step moves the weights far in one go and can wreck the model.",
-            "Clip the global gradient norm (e.g. 1.0), lower the learning rate, and check for bad inputs.",
-            {"events": [{"step": s, "grad_norm": g, "median_before": r} for s, g, r in explode[:20]]}))
+        if fin[i] and fin[:i].any():
+            ref = float(np.median(gnorm[:i][fin[:i]]))
+            if ref > 0 and gnorm[i] > log.th.explode_ratio * ref:
+                log.explode.append((int(log.gsteps[i]), float(gnorm[i]), ref))
+    if log.explode:
+        step, g, ref = log.explode[0]
+        log.issues.append(Issue(
+            "exploding_gradients", "error", step,
+            f"The gradient norm jumped to {g:.3g}, over {log.th.explode_ratio:g}x its usual {ref:.3g}. Such a step "
+            "moves the weights far in one go and can wreck the model.",
+            "Clip the global gradient norm (training.grad_clip=1.0), lower training.lr, and check for bad inputs.",
+            {"events": [{"step": s, "grad_norm": g, "median_before": r} for s, g, r in log.explode[:20]]}))
 
-    # Vanishing gradients in a group, relative to the other groups at the same step.
-    groups = _prefixed_keys(history, "grad_norm/")
-    if groups:
-        low: dict[str, list[int]] = {g: [] for g in groups}
-        n_obs = 0
-        for e in history:
-            vals = {g: e.get(f"grad_norm/{g}") for g in groups}
-            if any(v is None for v in vals.values()):
-                continue
-            n_obs += 1
-            med = float(np.median(list(vals.values())))
-            for g, v in vals.items():
-                if med > 0 and v < th.vanish_ratio * med:
-                    low[g].append(int(e.get("step", 0)))
-        stuck = {g: s for g, s in low.items() if n_obs and len(s) >= max(1, n_obs / 2)}
-        if stuck:
-            first = min(s[0] for s in stuck.values())
-            issues.append(Issue(
-                "vanishing_gradients", "error", first,
-                f"The weight matrices of {', '.join(stuck)} get almost no gradient (below {th.vanish_ratio:g}x the "
-                "median of the other groups) in most logged steps, so they are not learning. A layer whose weights "
-                "are all zero sits at a saddle: every product through it is 0, and so is its gradient.",
-                "Check the initialisation of that layer (nothing zeroed or tiny), the residual connections, "
-                "and for a post-LN model try warmup or a pre-LN model.",
-                {"groups": {g: s[:20] for g, s in stuck.items()}, "observations": n_obs}))
 
-    # Dead ReLUs: FFN units that never fire.
-    dead_layers, died = {}, {}
-    for layer in _prefixed_keys(history, "dead_units/"):
-        _, v = _series(history, f"dead_units/{layer}")
+def _rule_vanishing_gradients(log: _Log) -> None:
+    """A parameter group whose gradient is tiny against the other groups at the same step, most of the time."""
+    groups = _prefixed_keys(log.history, "grad_norm/")
+    if not groups:
+        return
+    low: dict[str, list[int]] = {g: [] for g in groups}
+    n_obs = 0
+    for e in log.history:
+        vals = {g: e.get(f"grad_norm/{g}") for g in groups}
+        if any(v is None for v in vals.values()):
+            continue
+        n_obs += 1
+        med = float(np.median(list(vals.values())))
+        for g, v in vals.items():
+            if med > 0 and v < log.th.vanish_ratio * med:
+                low[g].append(int(e.get("step", 0)))
+    stuck = {g: s for g, s in low.items() if n_obs and len(s) >= max(1, n_obs / 2)}
+    if stuck:
+        log.issues.append(Issue(
+            "vanishing_gradients", "error", min(s[0] for s in stuck.values()),
+            f"The weight matrices of {', '.join(stuck)} get almost no gradient (below {log.th.vanish_ratio:g}x the "
+            "median of the other groups) in most logged steps, so they are not learning. A layer whose weights "
+            "are all zero sits at a saddle: every product through it is 0, and so is its gradient.",
+            "Check the initialisation of that layer (nothing zeroed or tiny; model.initializer_range), the residual "
+            "connections, and for a post-LN model raise training.warmup_ratio or set model.norm_position=pre.",
+            {"groups": {g: s[:20] for g, s in stuck.items()}, "observations": n_obs}))
+
+
+def _rule_dead_units(log: _Log) -> None:
+    """FFN units that never fire."""
+    dead_layers = {}
+    for layer in _prefixed_keys(log.history, "dead_units/"):
+        _, v = _series(log.history, f"dead_units/{layer}")
         recent = float(np.median(v[-3:])) if v.size else 0.0
-        if recent > th.dead_fraction:
+        if recent > log.th.dead_fraction:
             dead_layers[layer] = recent
-            if v[0] < 0.5 * th.dead_fraction:      # alive at the start: killed by the updates themselves
-                died[layer] = (float(v[0]), recent)
+            if v[0] < 0.5 * log.th.dead_fraction:      # alive at the start: killed by the updates themselves
+                log.died[layer] = (float(v[0]), recent)
     if dead_layers:
-        first = min(int(_series(history, f"dead_units/{g}")[0][-1]) for g in dead_layers)
-        issues.append(Issue(
+        first = min(int(_series(log.history, f"dead_units/{g}")[0][-1]) for g in dead_layers)
+        log.issues.append(Issue(
             "dead_relu", "warning", first,
             "In " + ", ".join(f"{g} {f:.0%}" for g, f in dead_layers.items()) + " of the FFN units never fire "
             "(pre-activation <= 0 on every token). A dead ReLU outputs 0 and its gradient is 0, so it cannot "
             "recover: that capacity is wasted.",
-            "Lower the learning rate or add warmup (a large step can push a unit's bias far negative), check the "
-            "FFN bias b1, or use GELU.",
+            "Lower training.lr or raise training.warmup_ratio (a large step can push a unit's bias far negative), "
+            "or set model.activation=gelu.",
             {"dead_fraction": dead_layers}))
 
-    # Update-to-weight ratio (|delta W| / |W| per step): too large = LR too high, too small = too low.
+
+def _rule_learning_rate(log: _Log) -> None:
+    """The update-to-weight ratio |delta W| / |W| per step, with the other symptoms of too large a step."""
+    th, history = log.th, log.history
     ratio_keys = ["update_ratio"] + [f"update_ratio/{g}" for g in _prefixed_keys(history, "update_ratio/")]
     med_ratio = {}
     for key in ratio_keys:
@@ -870,86 +894,110 @@ def detect_training_issues(history: list[dict], thresholds: IssueThresholds | No
         v = v[np.isfinite(v)]
         if v.size:
             med_ratio[key] = float(np.median(v[len(v) // 2:]))
-    spread = list(med_ratio.values())
-    high_evidence = {k: r for k, r in med_ratio.items() if r > th.update_ratio_high}
-    if high_evidence or spikes or diverged or explode or died:
+    high = {k: r for k, r in med_ratio.items() if r > th.update_ratio_high}
+    first = int(log.steps[0]) if log.steps.size else None
+    if high or log.spikes or log.diverged or log.explode or log.died:
         reasons = []
-        if high_evidence:
+        if high:
             reasons.append("each step changes the weights by " + ", ".join(
-                f"{r:.2g} of their size ({k})" for k, r in list(high_evidence.items())[:4])
-                + f", above ~{th.update_ratio_high:g}")
-        if spikes:
-            reasons.append("the loss spikes")
-        if diverged:
-            reasons.append("the loss diverges")
-        if explode:
-            reasons.append("the gradients explode")
-        if died:
+                f"{r:.2g} of their size ({k})" for k, r in list(high.items())[:4]) + f", above ~{th.update_ratio_high:g}")
+        reasons += [why for flag, why in ((log.spikes, "the loss spikes"), (log.diverged, "the loss diverges"),
+                                          (log.explode, "the gradients explode")) if flag]
+        if log.died:
             reasons.append("FFN units that were alive at the start died during training (" + ", ".join(
-                f"{g}: {a:.0%} -> {b:.0%}" for g, (a, b) in died.items()) + "): large steps pushed them where "
+                f"{g}: {a:.0%} -> {b:.0%}" for g, (a, b) in log.died.items()) + "): large steps pushed them where "
                 "ReLU gives no gradient")
-        lr_now = float(lr[-1]) if lr.size else None
-        issues.append(Issue(
-            "lr_too_high", "error" if diverged else "warning",
-            int(steps[0]) if steps.size else None,
+        log.issues.append(Issue(
+            "lr_too_high", "error" if log.diverged else "warning", first,
             "The learning rate looks too high: " + "; ".join(reasons) + ". Too large a step overshoots the "
             "minimum along the directions of high curvature (for plain gradient descent on a quadratic, any "
             "lr > 2 / largest curvature diverges).",
-            "Divide the learning rate by 3-10 (run `minibert analyze --what lr-finder` to pick one) and keep warmup.",
-            {"lr": lr_now, "update_ratio_median": high_evidence, "units_died": died}))
-    elif spread and max(spread) < th.update_ratio_low:
-        issues.append(Issue(
-            "lr_too_low", "warning", int(steps[0]) if steps.size else None,
+            "Divide training.lr by 3-10 (run `minibert analyze --what lr-finder` to pick one) and keep "
+            "training.warmup_ratio > 0.",
+            {"lr": float(log.lr[-1]) if log.lr.size else None, "update_ratio_median": high,
+             "units_died": log.died}))
+    elif med_ratio and max(med_ratio.values()) < th.update_ratio_low:
+        log.issues.append(Issue(
+            "lr_too_low", "warning", first,
             f"Each step changes the weights by less than {th.update_ratio_low:g} of their size (median update ratio "
-            f"{max(spread):.2g}): training will crawl.",
-            "Raise the learning rate 3-10x (the LR finder suggests one), or check that the schedule's warmup is "
-            "not stuck near 0.",
+            f"{max(med_ratio.values()):.2g}): training will crawl.",
+            "Raise training.lr 3-10x (the LR finder suggests one), or check that training.warmup_ratio does not "
+            "keep the rate near 0.",
             {"update_ratio_median": med_ratio}))
 
-    # Plateau: no progress over the last window, while the learning rate has not been annealed away.
-    w = th.plateau_window
-    if len(floss) >= 2 * w and not diverged:
-        prev_m, last_m = float(floss[-2 * w:-w].mean()), float(floss[-w:].mean())
-        improvement = (prev_m - last_m) / max(abs(prev_m), 1e-12)
-        annealed = lr.size > 0 and float(lr[-w:].mean()) < 0.1 * float(lr.max())
-        if improvement < th.plateau_tol and not annealed:
-            start_m = float(floss[:w].mean())
-            never_learned = last_m > 0.95 * start_m
-            issues.append(Issue(
-                "loss_plateau", "warning", int(fsteps[-2 * w]),
-                f"The loss has stopped improving (mean {prev_m:.3f} then {last_m:.3f} over the last two windows of "
-                f"{w} logged steps)" + (", and is still close to where it started: the model is not learning."
-                                        if never_learned else "."),
-                ("Raise the learning rate or check the data and masking (is there anything to learn?)"
-                 if never_learned else "Decay the learning rate, add capacity or data, or stop here if the "
-                 "validation loss has stopped too."),
-                {"previous_window_mean": prev_m, "last_window_mean": last_m, "start_mean": start_m}))
-            # Blame the learning rate only when nothing else explains the stall (dead units, vanishing gradients).
-            if never_learned and not any(i.kind in ("lr_too_low", "dead_relu", "vanishing_gradients")
-                                         for i in issues):
-                issues.append(Issue(
-                    "lr_too_low", "warning", int(fsteps[-2 * w]),
-                    "The loss has barely moved since the start of training: the steps may be too small to learn.",
-                    "Raise the learning rate 3-10x, or run the LR finder.",
-                    {"start_mean": start_m, "last_window_mean": last_m}))
 
-    # Attention collapse: every head of a layer puts all its weight on one token.
+def _rule_plateau(log: _Log) -> None:
+    """No progress over the last window, while the learning rate has not been annealed away."""
+    w, floss, fsteps, lr = log.th.plateau_window, log.floss, log.fsteps, log.lr
+    if len(floss) < 2 * w or log.diverged:
+        return
+    prev_m, last_m = float(floss[-2 * w:-w].mean()), float(floss[-w:].mean())
+    improvement = (prev_m - last_m) / max(abs(prev_m), 1e-12)
+    annealed = lr.size > 0 and float(lr[-w:].mean()) < 0.1 * float(lr.max())
+    if improvement >= log.th.plateau_tol or annealed:
+        return
+    start_m = float(floss[:w].mean())
+    never_learned = last_m > 0.95 * start_m
+    log.issues.append(Issue(
+        "loss_plateau", "warning", int(fsteps[-2 * w]),
+        f"The loss has stopped improving (mean {prev_m:.3f} then {last_m:.3f} over the last two windows of "
+        f"{w} logged steps)" + (", and is still close to where it started: the model is not learning."
+                                if never_learned else "."),
+        ("Raise training.lr or check the data and masking (is there anything to learn?)" if never_learned else
+         "Decay the learning rate (training.schedule), add capacity or data, or stop here if the validation loss "
+         "has stopped too."),
+        {"previous_window_mean": prev_m, "last_window_mean": last_m, "start_mean": start_m}))
+    # Blame the learning rate only when nothing else explains the stall (dead units, vanishing gradients).
+    if never_learned and not log.found("lr_too_low", "dead_relu", "vanishing_gradients"):
+        log.issues.append(Issue(
+            "lr_too_low", "warning", int(fsteps[-2 * w]),
+            "The loss has barely moved since the start of training: the steps may be too small to learn.",
+            "Raise training.lr 3-10x, or run the LR finder (`minibert analyze --what lr-finder`).",
+            {"start_mean": start_m, "last_window_mean": last_m}))
+
+
+def _rule_attention_collapse(log: _Log) -> None:
+    """Every head of a layer puts all its weight on one token."""
     collapsed = {}
-    for layer in _prefixed_keys(history, "attention_entropy/"):
-        _, v = _series(history, f"attention_entropy/{layer}")
-        if v.size and float(np.median(v[-3:])) < th.collapse_entropy:
+    for layer in _prefixed_keys(log.history, "attention_entropy/"):
+        _, v = _series(log.history, f"attention_entropy/{layer}")
+        if v.size and float(np.median(v[-3:])) < log.th.collapse_entropy:
             collapsed[layer] = float(np.median(v[-3:]))
     if collapsed:
-        issues.append(Issue(
+        log.issues.append(Issue(
             "attention_collapse", "warning", None,
             "The attention of " + ", ".join(f"{g} (mean entropy {e:.3f} nats)" for g, e in collapsed.items())
             + " has collapsed: every head puts nearly all its weight on a single token, so the layer mixes in "
             "almost no context and its softmax gradients vanish.",
-            "Lower the learning rate, check that the scores are scaled by 1/sqrt(d), and that padding is masked.",
+            "Lower training.lr, check that the scores are scaled by 1/sqrt(d), and that padding is masked.",
             {"entropy": collapsed}))
 
+
+# In order: later rules read what earlier ones found (the learning-rate rule weighs spikes, divergence,
+# explosions and dead units; the plateau rule skips a diverged run).
+RULES = (_rule_non_finite, _rule_loss_spikes, _rule_rising_loss, _rule_rebound, _rule_exploding_gradients,
+         _rule_vanishing_gradients, _rule_dead_units, _rule_learning_rate, _rule_plateau, _rule_attention_collapse)
+
+
+def detect_training_issues(history: list[dict], thresholds: IssueThresholds | None = None) -> list[Issue]:
+    """Read a training log and name what is going wrong, in plain language, with a setting to change.
+
+    history: a list of metric dicts, one per logged step: "step", "train_loss" (or "loss"), "lr", "grad_norm",
+    and the `TrainingMonitor` keys "grad_norm/<group>", "update_ratio" / "update_ratio/<group>",
+    "dead_units/layer_<l>", "attention_entropy/layer_<l>". Missing keys are skipped. Each of `RULES` looks for
+    one problem. Returns a list of Issue, errors first; empty for a healthy run.
+    """
+    history = sorted(history, key=lambda e: e.get("step", 0))
+    loss_key = "train_loss" if any("train_loss" in e for e in history) else "loss"
+    steps, loss = _series(history, loss_key)
+    gsteps, gnorm = _series(history, "grad_norm")
+    ok = np.isfinite(loss)
+    log = _Log(history, IssueThresholds() if thresholds is None else thresholds, steps, loss, steps[ok], loss[ok],
+               gsteps, gnorm, _series(history, "lr")[1])
+    for rule in RULES:
+        rule(log)
     order = {"error": 0, "warning": 1}
-    return sorted(issues, key=lambda i: order.get(i.severity, 2))
+    return sorted(log.issues, key=lambda i: order.get(i.severity, 2))
 
 
 class TrainingMonitor:

@@ -1,0 +1,59 @@
+"""`minibert finetune-sst2`: fine-tune a checkpoint on SST-2 beside random init and bag of words."""
+
+from __future__ import annotations
+
+from ..errors import MiniBertError
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2]."""
+    try:
+        seeds = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise MiniBertError(f"--seeds must be comma-separated integers like 0,1,2; got {text!r}") from None
+    if not seeds:
+        raise MiniBertError("--seeds is empty; give at least one, e.g. --seeds 0")
+    return seeds
+
+
+def add_parser(sub, common) -> None:
+    from ..evaluation.downstream import PROTOCOL
+
+    p = sub.add_parser("finetune-sst2", parents=[common[k] for k in ("checkpoint", "data_dir", "output")],
+                       help="fine-tune on SST-2 sentiment, with baselines")
+    p.add_argument("--epochs", type=int, default=PROTOCOL["epochs"])
+    p.add_argument("--max-samples", type=int, default=None, help="use at most N training sentences (default: all)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--lr", type=float, default=PROTOCOL["lr"])
+    p.add_argument("--batch-size", type=int, default=PROTOCOL["batch_size"])
+    p.add_argument("--pooling", choices=("cls", "mean"), default=PROTOCOL["pooling"],
+                   help="what the classifier pools: h_[CLS] or the mean of the tokens")
+    p.add_argument("--adapt-steps", type=int, default=0,
+                   help="first continue masked-LM training on the training sentences for N steps (task-adaptive "
+                        "pretraining), reported as its own row (default 0: off)")
+    p.add_argument("--train-set", choices=("sentences", "glue"), default="sentences",
+                   help="fine-tune on the 6,920 SST-2 sentences or on GLUE's 67,349 phrases (dev: the same 872)")
+    p.add_argument("--warmup-ratio", type=float, default=PROTOCOL["warmup_ratio"],
+                   help="share of the steps spent warming up")
+    p.add_argument("--patience", type=int, default=PROTOCOL["patience"],
+                   help="stop after N dev evaluations without improvement")
+    p.add_argument("--layer-lr-decay", type=float, default=PROTOCOL["layer_lr_decay"],
+                   help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (1: off)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run the fine-tunings in N processes (machines with more cores; same numbers)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..evaluation.downstream import finetune_sst2_checkpoint, format_sst2_table
+
+    result = finetune_sst2_checkpoint(args.checkpoint, data_dir=args.data_dir, epochs=args.epochs,
+                                      max_samples=args.max_samples, seeds=parse_seeds(args.seeds),
+                                      output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs,
+                                      pooling=args.pooling, warmup_ratio=args.warmup_ratio, patience=args.patience,
+                                      layer_lr_decay=args.layer_lr_decay, adapt_steps=args.adapt_steps,
+                                      train_set=args.train_set)
+    print(format_sst2_table(result))
+    if args.output:
+        print(f"\nwrote {args.output}")
+    return 0

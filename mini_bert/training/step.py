@@ -1,0 +1,109 @@
+"""One training step's computation: the masked-LM loss and gradients of a batch, split across threads, and the
+held-out masked-LM metric (the one the trainer logs and `minibert evaluate` reports).
+
+    GradientWorker.loss_and_gradients(batch)  ->  MiniBERT.forward  ->  mlm_cross_entropy
+                                              ->  MiniBERTGradients.backward_from_logits (core/gradients.py)
+
+Shapes: B batch, T tokens, V vocab, N masked positions.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..core.gradients import MiniBERTGradients, mlm_cross_entropy
+from ..core.model import MiniBERT
+from ..data.batches import Batch
+
+
+def evaluate_mlm(model: MiniBERT, batches, pool: ThreadPoolExecutor | None = None) -> dict:
+    """Masked-token loss, accuracy and perplexity over fixed masked batches (pooled over all masked positions).
+
+    With a thread pool, batches are evaluated in parallel (NumPy releases the GIL in BLAS and elementwise loops);
+    the per-batch sums are added in batch order either way, so the result does not depend on the pool.
+    """
+    def one(b):
+        logits, _ = model.forward(b.input_ids, b.attention_mask, b.token_type_ids, training=False,
+                                  masked_positions=b.mask_positions)
+        loss, _ = mlm_cross_entropy(logits, b.target_ids, b.mask_positions)
+        n = int(b.mask_positions.sum())
+        return loss * n, int((logits.argmax(-1) == b.target_ids[b.mask_positions]).sum()), n
+
+    parts = list(pool.map(one, batches)) if pool is not None else [one(b) for b in batches]
+    total_loss = sum(p[0] for p in parts)
+    correct = sum(p[1] for p in parts)
+    count = sum(p[2] for p in parts)
+    mean = total_loss / max(count, 1)
+    return {"valid_loss": mean, "valid_masked_acc": correct / max(count, 1),
+            "valid_perplexity": float(math.exp(min(mean, 50.0))), "valid_masked_tokens": count}
+
+
+def first_nonfinite(named_arrays) -> str | None:
+    for name, a in named_arrays:
+        if not np.isfinite(a).all():
+            return name
+    return None
+
+
+class GradientWorker:
+    """MLM loss and gradients of a batch, the batch split into `threads` fixed row blocks computed in parallel.
+
+    NumPy releases the GIL inside BLAS calls and elementwise loops, so two threads each running single-threaded
+    BLAS on half the batch keep both cores busy through the elementwise work too (softmax, LayerNorm, GELU, ...),
+    which multithreaded BLAS alone does not parallelise. Each thread has its own gradient buffer and dropout
+    generator, and the blocks are combined in a fixed order: the result does not depend on thread timing.
+    """
+
+    def __init__(self, model: MiniBERT, threads: int, seed: int):
+        self.model = model
+        self.threads = max(1, threads)
+        self.thread_grads = [MiniBERTGradients(model) for _ in range(self.threads)]
+        self.grads = self.thread_grads[0]          # holds the combined gradient after loss_and_gradients
+        self.rngs = [np.random.default_rng([seed, 1 + i]) for i in range(self.threads)]
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def _part(self, i, part, share):
+        g = self.thread_grads[i]
+        g.zero_gradients()
+        logits, cache = self.model.forward(part.input_ids, part.attention_mask, part.token_type_ids, training=True,
+                                           masked_positions=part.mask_positions, rng=self.rngs[i])
+        loss, dlogits = mlm_cross_entropy(logits, part.target_ids, part.mask_positions)
+        if share != 1.0:
+            # the block's loss is a mean over its n_i masked tokens, the batch's over all N: weighting the block's
+            # gradient by n_i / N here makes the blocks' gradients simply add up
+            dlogits *= dlogits.dtype.type(share)
+        g.backward_from_logits(dlogits, cache)
+        return loss, cache
+
+    def loss_and_gradients(self, batch) -> tuple[float, dict]:
+        """Mean masked-token loss of the batch; its gradient is left in `self.grads`. Returns (loss, first cache)."""
+        parts = split_batch(batch, self.threads)
+        counts = [int(p.mask_positions.sum()) for p in parts]
+        n_total = sum(counts)
+        shares = [n / n_total for n in counts]
+        if self.pool is None or len(parts) == 1:
+            results = [self._part(0, parts[0], 1.0)]
+        else:
+            results = list(self.pool.map(self._part, range(len(parts)), parts, shares))
+        loss = sum(l * w for (l, _), w in zip(results, shares))       # the mean over all masked positions
+        g0 = self.grads.flat
+        for g in self.thread_grads[1:len(results)]:
+            g0 += g.flat
+        return loss, results[0][1]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def split_batch(batch, parts: int):
+    """Split a Batch into `parts` contiguous row blocks (fixed split: results do not depend on thread timing)."""
+    if parts == 1:
+        return [batch]
+    bounds = np.linspace(0, batch.input_ids.shape[0], parts + 1).astype(int)
+    return [Batch(*(getattr(batch, f)[a:b] for f in ("input_ids", "target_ids", "mask_positions",
+                                                     "attention_mask", "token_type_ids")))
+            for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
