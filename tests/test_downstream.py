@@ -11,8 +11,9 @@ from mini_bert.config import CLS_ID, PAD_ID, SEP_ID, ModelConfig, RunConfig
 from mini_bert.core.model import MiniBERT
 from mini_bert.cli.finetune import parse_seeds
 from mini_bert.evaluation.downstream import (bag_of_words_baseline, encode_for_classification, finetune_classifier,
-                                             finetune_sst2_checkpoint, ngram_features, pad_batch,
+                                             finetune_sst2_checkpoint, ngram_features,
                                              predict_labels, run_sst2)
+from mini_bert.data.batches import pad_batch
 from mini_bert.data.sources import data_root
 
 POSITIVE = ["a wonderful , moving film", "great acting and a lovely story", "i loved every minute of it",

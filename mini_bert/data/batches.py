@@ -161,6 +161,17 @@ def pack_sequences(sentence_ids: Sequence[np.ndarray], max_len: int, pairs: bool
     return ids, types
 
 
+def pad_batch(seqs: Sequence, mask_dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id sequences to the longest one: (input_ids (B, T) int64 with [PAD], attention_mask (B, T))."""
+    T = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), T), PAD_ID, dtype=np.int64)
+    mask = np.zeros((len(seqs), T), dtype=mask_dtype)
+    for b, s in enumerate(seqs):
+        ids[b, :len(s)] = s
+        mask[b, :len(s)] = 1
+    return ids, mask
+
+
 def _make_batch(rows: np.ndarray, types: np.ndarray, vocab_size: int, mask_prob: float,
                 rng: np.random.Generator, **masking) -> Batch:
     rows = rows.astype(np.int32, copy=False)      # stored rows may be uint16 (pack_corpus)

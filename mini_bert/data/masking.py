@@ -43,16 +43,21 @@ def mask_tokens(batch, vocab_size: int, mask_id: int = MASK_ID, mask_prob: float
     B, T = batch.shape
     candidates = ~np.isin(batch, NEVER_MASKED)                              # (B, T)
     u = rng.random((B, T))                                                  # (B, T)
+    first = None
     if continuation is not None:
         # every piece takes the draw of its word's first piece: the last position at or before it that starts a word
         starts = ~(np.asarray(continuation)[batch] & candidates)            # (B, T)
         first = np.maximum.accumulate(np.where(starts, np.arange(T), 0), axis=1)
         u = np.take_along_axis(u, first, axis=1)
     selected = (u < mask_prob) & candidates
-    # Guarantee one selected position in every sequence that has a candidate.
+    # Guarantee one selected position (with whole words: one whole word) in every sequence that has a candidate.
     empty = ~selected.any(axis=1) & candidates.any(axis=1)
     for b in np.flatnonzero(empty):
-        selected[b, rng.choice(np.flatnonzero(candidates[b]))] = True
+        t = rng.choice(np.flatnonzero(candidates[b]))
+        if first is None:
+            selected[b, t] = True
+        else:
+            selected[b] = (first[b] == first[b, t]) & candidates[b]
     corrupted = corrupt_selected(batch, selected, vocab_size, mask_id, rng, mask_fraction, random_fraction)
     return corrupted, batch.copy(), selected
 

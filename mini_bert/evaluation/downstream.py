@@ -31,12 +31,13 @@ import numpy as np
 import scipy.sparse
 from threadpoolctl import threadpool_limits
 
-from ..config import CLS_ID, PAD_ID, SEP_ID
+from ..config import CLS_ID, SEP_ID
 from ..errors import MiniBertError
 from ..core.gradients import MiniBERTGradients
 from ..core.model import MiniBERT
 from ..training.adapt import adapt_to_texts
 from ..training.checkpointing import load_model_and_tokenizer
+from ..data.batches import pad_batch
 from ..data.readers import load_sst2
 from ..training.optimizer import AdamW, clip_grad_norm, decay_mask, layer_wise_lr_scales
 from ..training.scheduler import lr_at
@@ -66,17 +67,6 @@ def encode_for_classification(tokenizer, texts: list[str], max_len: int) -> list
         ids = list(ids)[:max_len - 2]
         out.append(np.array([CLS_ID, *ids, SEP_ID], dtype=np.int64))
     return out
-
-
-def pad_batch(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to the longest sequence: (input_ids (B, T), attention_mask (B, T))."""
-    T = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), T), PAD_ID, dtype=np.int64)
-    mask = np.zeros((len(seqs), T), dtype=np.int64)
-    for b, s in enumerate(seqs):
-        ids[b, :len(s)] = s
-        mask[b, :len(s)] = 1
-    return ids, mask
 
 
 def predict_labels(model, seqs: list[np.ndarray], batch_size: int = 128) -> np.ndarray:

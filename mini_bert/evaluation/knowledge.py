@@ -35,8 +35,9 @@ from collections import Counter, defaultdict
 import numpy as np
 from scipy.stats import spearmanr
 
+from ..data.batches import pad_batch
 from ..errors import MiniBertError
-from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+from ..config import CLS_ID, MASK_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 from ..data.sources import atomic_write_text
 from . import knowledge_data as kd
 
@@ -87,17 +88,6 @@ def _ptb_style(tokenizer, ptb_style: bool | None) -> bool:
 def _max_tokens(model) -> int:
     """Longest text (in subwords) that fits a row with [CLS] and [SEP]."""
     return model.config.max_position_embeddings - 2
-
-
-def _pad_rows(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad id lists to one (R, T) int64 array with [PAD]; returns (ids, attention_mask (R, T) float32)."""
-    T = max(len(r) for r in rows)
-    ids = np.full((len(rows), T), PAD_ID, dtype=np.int64)
-    mask = np.zeros((len(rows), T), dtype=np.float32)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = r
-        mask[i, :len(r)] = 1.0
-    return ids, mask
 
 
 def _log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -169,7 +159,7 @@ def pseudo_log_likelihoods(model, sentences: list[list[int]], tokens_per_pass: i
                 owner.append(u)
                 targets.append(tok)
                 pos.append(j + 1)                       # +1: [CLS] is position 0
-        ids, attn = _pad_rows(rows)                     # (R, T)
+        ids, attn = pad_batch(rows)                     # (R, T)
         r = np.arange(len(rows))
         pos = np.asarray(pos)
         ids[r, pos] = MASK_ID
@@ -295,7 +285,7 @@ def subword_vectors(model, ids: list[list[int]], representation: str = "embeddin
             out[i] = E[s].mean(0)
         return out
     for group in _chunks_by_tokens([len(s) + 2 for s in ids], [1] * len(ids), tokens_per_pass):
-        x, attn = _pad_rows([[CLS_ID] + ids[i] + [SEP_ID] for i in group])   # (R, T)
+        x, attn = pad_batch([[CLS_ID] + ids[i] + [SEP_ID] for i in group])   # (R, T)
         h, _ = model.encode(x, attn)                                    # (R, T, D)
         weight = np.zeros(x.shape, dtype=np.float32)                    # 1/n on the word's n subwords
         for r, i in enumerate(group):
@@ -463,7 +453,7 @@ def cloze_ranks(model, rows: list[list[int]], targets: list[int], top_k: int = 0
     ranks = np.zeros(len(rows), dtype=np.int64)
     top = np.zeros((len(rows), top_k), dtype=np.int64)
     for group in _chunks_by_tokens([len(r) for r in rows], [1] * len(rows), tokens_per_pass):
-        ids, attn = _pad_rows([rows[i] for i in group])                 # (R, T)
+        ids, attn = pad_batch([rows[i] for i in group])                 # (R, T)
         logits, _ = model.forward(ids, attn, masked_positions=ids == MASK_ID)   # (R, V), one [MASK] per row
         logits[:, list(SPECIAL_IDS)] = -np.inf                          # an object word is never a special token
         t = np.asarray([targets[i] for i in group])

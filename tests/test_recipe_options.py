@@ -1,0 +1,147 @@
+"""The pretraining recipe's levers and the fine-tuning protocol's: whole-word and all-[MASK] masking, a schedule
+fitted to the wall-clock budget (and kept on resume), task-adaptive MLM, mean pooling, and their bad values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from mini_bert import cli
+from mini_bert.config import MASK_ID, ModelConfig, load_config
+from mini_bert.core.model import MiniBERT
+from mini_bert.data.masking import mask_tokens
+from mini_bert.data.readers import load_sst2
+from mini_bert.data.tokenizer import WordPieceTokenizer
+from mini_bert.training.adapt import adapt_to_texts
+from mini_bert.training.trainer import Trainer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    with threadpool_limits(1):
+        yield
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Masking
+
+
+def test_whole_word_masking_selects_every_piece_of_a_word_together():
+    rng = np.random.default_rng(0)
+    V = 50
+    continuation = np.zeros(V, dtype=bool)
+    continuation[30:] = True                               # ids 30..49 are "##" pieces
+    batch = rng.integers(5, 50, size=(64, 40))
+    batch[:, 0], batch[:, 1] = 2, 7                         # [CLS], then a word-initial piece
+    batch[:4, 2:] = 40                                      # rows that are one long word: the fallback row rule
+    _, _, selected = mask_tokens(batch, V, MASK_ID, 0.2, np.random.default_rng(1), continuation=continuation)
+    word = np.cumsum(~continuation[batch], axis=1)         # the word each position belongs to
+    for b in range(len(batch)):
+        for w in np.unique(word[b, 1:]):
+            pieces = selected[b][word[b] == w]
+            assert pieces.all() or not pieces.any(), "a word was masked only in part"
+    assert selected[:4].any(axis=1).all()                   # every row still has a selected word
+    starts = ~continuation[batch[:, 1:]]
+    assert 0.15 < selected[:, 1:][starts].mean() < 0.25     # about mask_prob of the words
+
+
+def test_the_default_masking_draws_are_unchanged_by_the_new_options():
+    batch = np.random.default_rng(3).integers(5, 100, size=(8, 16))
+    a = mask_tokens(batch, 100, MASK_ID, 0.15, np.random.default_rng(4))
+    b = mask_tokens(batch, 100, MASK_ID, 0.15, np.random.default_rng(4), continuation=None, mask_fraction=0.8,
+                    random_fraction=0.1)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_all_mask_corruption_replaces_every_selected_token_with_mask():
+    batch = np.random.default_rng(5).integers(5, 100, size=(32, 32))
+    inp, _, sel = mask_tokens(batch, 100, MASK_ID, 0.3, np.random.default_rng(6), mask_fraction=1.0,
+                              random_fraction=0.0)
+    assert (inp[sel] == MASK_ID).all() and (inp[~sel] == batch[~sel]).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A schedule fitted to the budget
+
+
+def _tiny(tmp_path, *extra):
+    return load_config("debugging", ["data.corpus=sst2", f"training.output_dir={tmp_path / 'run'}",
+                                     "training.threads=1", *extra])
+
+
+def test_the_fitted_schedule_is_kept_in_the_checkpoint_and_reused_on_resume(tmp_path, monkeypatch):
+    cfg = _tiny(tmp_path, "training.max_minutes=5", "training.schedule_to_budget=true", "training.max_steps=500")
+    fitted = []
+    monkeypatch.setattr(Trainer, "fit_schedule", lambda self: fitted.append(1) or 12)
+    trainer = Trainer(cfg, log=lambda *a: None, progress=False)
+    assert trainer.max_steps == 12
+    summary = trainer.train()
+    assert summary["step"] == 12 and summary["max_steps"] == 12 and len(fitted) == 1
+    resumed = Trainer(cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": 40})}),
+                      resume=True, log=lambda *a: None, progress=False)
+    assert resumed.max_steps == 12 and len(fitted) == 1        # not fitted again: the checkpoint's length
+
+
+def test_fitting_measures_steps_without_changing_the_run(tmp_path):
+    cfg = _tiny(tmp_path, "training.max_minutes=0.05", "training.schedule_to_budget=true",
+                "training.max_steps=100000")
+    trainer = Trainer(cfg, log=lambda *a: None, progress=False)
+    fresh = Trainer(_tiny(tmp_path / "b"), log=lambda *a: None, progress=False)
+    np.testing.assert_array_equal(trainer.model.store.flat, fresh.model.store.flat)
+    assert 1 <= trainer.max_steps < 100000
+    assert trainer.stream.state_dict()["position"] == 0
+
+
+def test_schedule_to_budget_without_a_budget_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--no-progress", "--config", "debugging", "training.schedule_to_budget=true",
+                     "training.max_minutes=null",
+                     f"training.output_dir={out}"])
+    assert code == 2 and "max_minutes" in capsys.readouterr().err and not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fine-tuning: task-adaptive MLM and pooling
+
+
+@pytest.fixture(scope="module")
+def sst2_tiny():
+    texts = load_sst2("train")[0][:400]
+    tok = WordPieceTokenizer.train(texts, vocab_size=300)
+    model = MiniBERT(ModelConfig(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                                 max_position_embeddings=64, dropout=0.0, attention_dropout=0.0), seed=0)
+    return texts, tok, model
+
+
+def test_task_adaptive_mlm_lowers_the_masked_loss_on_the_task_text(sst2_tiny):
+    texts, tok, model = sst2_tiny
+    before = model.store.flat.copy()
+    result = adapt_to_texts(model, tok, texts, steps=60, lr=3e-3, batch_size=16, threads=1, log=None)
+    assert result["last_loss"] < result["first_loss"] - 0.3
+    assert not np.array_equal(model.store.flat, before)
+    assert adapt_to_texts(model, tok, texts, steps=0, log=None) == {"steps": 0}
+
+
+def test_finetune_refuses_negative_adapt_steps_before_loading_anything(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = cli.main(["finetune-sst2", "--checkpoint", str(tmp_path / "nowhere"), "--adapt-steps", "-1",
+                     "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--adapt-steps" in err and not out.exists()
+
+
+def test_the_adapted_arm_is_its_own_row(sst2_tiny):
+    from mini_bert.evaluation.downstream import format_sst2_table, run_sst2
+
+    texts, tok, model = sst2_tiny
+    labels = load_sst2("train")[1][:400]
+    dev, dev_labels = load_sst2("dev")
+    before = model.store.flat.copy()
+    result = run_sst2(model, tok, texts[:200], labels[:200], dev[:100], dev_labels[:100], epochs=1, seeds=(0,),
+                      bag_of_words=False, random_init=True, log=None, adapt_steps=5, pooling="mean")
+    assert {"pretrained", "adapted", "random_init"} <= set(result) and result["adaptation"]["steps"] == 5
+    np.testing.assert_array_equal(model.store.flat, before)    # the model is given back as it came
+    assert model.config.classifier_pooling == "cls"
+    assert "task-adaptive MLM (5 steps)" in format_sst2_table(result)
