@@ -28,11 +28,13 @@ NORM_POSITIONS = ("pre", "post")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every float must be finite: lr=inf or initializer_range=nan would only fail (or write NaN weights) later
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
-    """The encoder's shape and numerics. Defaults follow the notes (vocab 8192, hidden 192, 3 layers, 4 heads)."""
+    """The encoder's shape and numerics. Defaults follow the notes (vocab 8192, hidden 192, 3 layers, 4 heads, ReLU,
+    post-LN, dropout 0.1); `pretraining_model()` is what `minibert train` builds (GELU, pre-LN, no dropout)."""
 
     vocab_size: int = Field(8192, ge=6)
     hidden_size: int = Field(192, ge=1)

@@ -48,7 +48,7 @@ def run_train(args) -> int:
         trainer.log(f"issue: {issue}")
     if summary["stop_reason"] == "interrupted":
         trainer.log(f"interrupted: saved {latest_checkpoint(trainer.run_dir)}; continue with --resume")
-        return 130
+        return 128 + summary.get("signal", 2)       # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     return 0
 
 

@@ -32,6 +32,11 @@ class MiniBERT:
 
     `MiniBERT(config=None, seed=0)`: `config` is a ModelConfig (or a dict of its fields); `seed` seeds the
     initialisation and the dropout generator `self.rng`.
+
+    Two defaults, on purpose: `MiniBERT()` builds the notes' original block (ReLU, post-LN, dropout 0.1), the one
+    their Week 1-3 snippets print; `minibert train` builds `config.pretraining_model()` (exact GELU, pre-LN, no
+    dropout), the recipe that trains in 40 CPU minutes. `MiniBERT(pretraining_model())` is the trained shape, and
+    `minibert config` prints which block a configuration builds.
     """
 
     def __init__(self, config: ModelConfig | dict | None = None, seed: int = 0):

@@ -326,6 +326,13 @@ class Trainer:
         return state
 
     def save(self, name: str | None = None) -> Path:
+        """Write a checkpoint (step_NNNNNNN, or `name`); never one with non-finite weights: a step whose update
+        overflowed raises TrainingDiverged here, and the checkpoints already on disk stay as they are."""
+        bad = first_nonfinite(self.model.params.items())
+        if bad is not None:
+            raise TrainingDiverged(f"non-finite weights after step {self.state['step']} (first: {bad}); nothing was "
+                                   f"written and the last good checkpoint is untouched. Lower training.lr, raise "
+                                   f"training.warmup_ratio, or keep training.grad_clip > 0.")
         path = self.run_dir / (name or f"step_{self.state['step']:07d}")
         save_checkpoint(path, self.cfg, self.model, self.tokenizer, self.optimizer, self._trainer_state())
         if name is None:
@@ -386,13 +393,16 @@ class Trainer:
 
         t = self.cfg.training
         self._open_logs()
-        interrupted = {"flag": False}
-        previous_handler = signal.getsignal(signal.SIGINT)
+        interrupted = {"flag": False, "signal": None}
+        # Ctrl-C, and the SIGTERM that `timeout`, Slurm, systemd and `docker stop` send (SIGHUP: a closed terminal)
+        stop_signals = [sig for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if sig]
+        previous_handlers = {sig: signal.getsignal(sig) for sig in stop_signals}
 
-        def on_sigint(signum, frame):  # finish the current step, then save and stop
-            interrupted["flag"] = True
+        def on_signal(signum, frame):  # finish the current step, then save and stop
+            interrupted["flag"], interrupted["signal"] = True, signum
 
-        signal.signal(signal.SIGINT, on_sigint)
+        for sig in stop_signals:
+            signal.signal(sig, on_signal)
         start_step = self.state["step"]
         t_start = time.perf_counter() - self.state["elapsed_s"]
         bar = tqdm(total=self.max_steps, initial=start_step, disable=not self.progress, unit="step",
@@ -466,9 +476,12 @@ class Trainer:
         finally:
             bar.close()
             self._close_logs()
-            signal.signal(signal.SIGINT, previous_handler)
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
             self.worker.close()
         summary = {"stop_reason": stop_reason, "steps": self.state["step"] - start_step, **self.state, **last_eval}
+        if interrupted["signal"] is not None:
+            summary["signal"] = int(interrupted["signal"])
         for key in ("data", "thread_rngs", "log_window", "adaptive_masking"):
             summary.pop(key, None)
         if self.monitor is not None:

@@ -36,7 +36,7 @@ from mini_bert.training.optimizer import AdamW, decay_mask
 from mini_bert.data.tokenizer import WordPieceTokenizer
 from mini_bert.training.trainer import Trainer, TrainingDiverged
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 40               # every run's schedule length
 CHECKPOINT_EVERY = 5
 EVAL_EVERY = 10
@@ -181,14 +181,16 @@ def test_sigkill_then_resume_repeats_every_loss_bit_for_bit(corpus, reference, t
     assert np.array_equal(final.optimizer_state["v"], ref.optimizer_state["v"])
 
 
-def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(corpus, reference, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_signal_saves_exits_cleanly_and_resumes_exactly(corpus, reference, tmp_path, sig):
+    """Ctrl-C, and the SIGTERM of `timeout`, Slurm and `docker stop` (and SIGHUP): save, exit 128 + signal."""
     run = tmp_path / "run"
     args = tiny(corpus, run)
     proc = start_train(*args)
     wait_for_checkpoint(proc, run, 5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "interrupted" in out and "--resume" in out
     # the step it stopped at was checkpointed and logged
@@ -246,6 +248,31 @@ def test_huge_lr_stops_with_exit_3_and_leaves_the_last_checkpoint_untouched(corp
     assert latest_checkpoint(run) == good
     assert snapshot(good) == before
     assert [p.name for p in list_step_checkpoints(run)] == ["step_0000002", "step_0000003"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_diverging_step_never_writes_a_non_finite_checkpoint(corpus, tmp_path, capsys):
+    """lr 1e39 without clipping: the first update overflows the float32 weights while the loss that produced it was
+    finite. With a checkpoint and an evaluation due at every step, nothing non-finite may reach the disk."""
+    run = tmp_path / "run"
+    assert train(*tiny(corpus, run, max_steps=3, checkpoint_every=1)) == 0
+    before = snapshot(run / "best")
+    steps_before = [p.name for p in list_step_checkpoints(run)]
+    capsys.readouterr()
+    rc = train("--resume", *tiny(corpus, run, max_steps=10, checkpoint_every=1, eval_every=1, lr=1e39, grad_clip=0))
+    err = capsys.readouterr().err
+    assert rc == 3 and "non-finite" in err and "last good checkpoint is untouched" in err
+    assert snapshot(run / "best") == before
+    assert [p.name for p in list_step_checkpoints(run)] == steps_before
+    for ck in list_step_checkpoints(run) + [run / "best"]:
+        assert all(np.isfinite(v).all() for v in load_checkpoint(ck).model.params.values())
+
+
+def test_non_finite_settings_are_refused_before_anything_runs(corpus, tmp_path, capsys):
+    out = _out_dir_with_a_note(tmp_path)
+    _refused(capsys, tiny(corpus, out) + ["training.lr=.inf"], ["training.lr", "finite"], keep=out)
+    _refused(capsys, tiny(corpus, out) + ["model.initializer_range=.nan"], ["model.initializer_range", "finite"],
+             keep=out)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -13,7 +13,7 @@ import yaml
 from mini_bert.config import (CONFIG_DIR, ConfigError, ModelConfig, RunConfig, load_config, parse_overrides,
                               pretraining_model)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MODEL_FILES = sorted((CONFIG_DIR / "model").glob("*.yaml"))
 TRAINING_FILES = sorted((CONFIG_DIR / "training").glob("*.yaml"))
 

@@ -29,7 +29,7 @@ from mini_bert.training.checkpoint_utils import memory_report, synthetic_batch
 from mini_bert.data.tokenizer import WordPieceTokenizer
 from mini_bert.training.trainer import Trainer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SENTENCES = ["alice likes red apples and sings", "bob eats green pears and runs", "carol buys yellow lemons and reads",
              "dave sells purple plums and swims", "erin cooks orange carrots and dances",

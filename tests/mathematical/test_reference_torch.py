@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 from mini_bert.config import SPECIAL_TOKENS, load_config  # noqa: E402
 from mini_bert.training.trainer import Trainer  # noqa: E402
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 LOSS_ATOL = 1e-4
 STEPS = 3
 

@@ -12,7 +12,7 @@ import pytest
 
 from mini_bert import cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ["train", "selftest", "evaluate", "probe-pos", "finetune-sst2", "knowledge", "analyze", "demo",
                "config", "metrics", "profile", "memory"]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
