@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import MiniBertError
+
 
 def add_parser(sub, common) -> None:
     from ..evaluation.probing import DEFAULT_MAX_SENTENCES, TAGSETS
@@ -16,13 +18,21 @@ def add_parser(sub, common) -> None:
                    help="fit each probe on at most N training words (default: 10,000; the whole split's ~204k "
                         "words with --max-sentences 12544 --max-fit-words 250000)")
     p.add_argument("--tagset", choices=TAGSETS, default="upos")
+    p.add_argument("--skip", default="", help="comma-separated baselines to leave out: random-init, control "
+                                              "(the majority tag is always reported)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..evaluation.probing import format_probe_table, probe_pos_checkpoint
 
-    kwargs = {} if args.max_fit_words is None else {"max_fit_examples": args.max_fit_words}
+    skip = {x.strip() for x in args.skip.split(",") if x.strip()}
+    unknown = skip - {"random-init", "control"}
+    if unknown:
+        raise MiniBertError(f"--skip takes random-init and/or control; got {', '.join(sorted(unknown))}")
+    kwargs = {"random_model": "random-init" not in skip, "control_task": "control" not in skip}
+    if args.max_fit_words is not None:
+        kwargs["max_fit_examples"] = args.max_fit_words
     result = probe_pos_checkpoint(args.checkpoint, data_dir=args.data_dir, max_sentences=args.max_sentences,
                                   tagset=args.tagset, output=args.output, seed=args.seed, **kwargs)
     print(format_probe_table(result))

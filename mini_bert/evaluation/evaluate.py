@@ -27,7 +27,8 @@ from .intrinsic import count_tokens, format_intrinsic_table, intrinsic_evaluatio
 from .probing import format_probe_table, probe_pos_checkpoint
 
 # Sizes of each section. valid_batches None: the checkpoint's own data.valid_batches (what training reported).
-FULL = {"valid_batches": None, "probe_sentences": 2000, "sst2_samples": None, "sst2_epochs": 3, "seeds": (0, 1, 2)}
+FULL = {"valid_batches": None, "probe_sentences": 2000, "sst2_samples": None, "sst2_epochs": None,   # the protocol's
+        "seeds": (0, 1, 2)}
 QUICK = {"valid_batches": 4, "probe_sentences": 200, "sst2_samples": 2000, "sst2_epochs": 1, "seeds": (0,)}
 
 
