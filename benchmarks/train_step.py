@@ -34,7 +34,7 @@ def numpy_step_fn(cfg, batch, threads: int, analysis_every: int = 0):
     limits = threadpool_limits(1 if threads > 1 else os.cpu_count())
     monitor = None
     if analysis_every:
-        from mini_bert.analysis.dynamics import TrainingMonitor
+        from mini_bert.analysis.issues import TrainingMonitor
         monitor = TrainingMonitor(every=analysis_every)
     state = {"step": 0}
 

@@ -22,7 +22,8 @@ the branches do, which training makes happen in a real run.
 import argparse
 
 from mini_bert import MiniBERT, ModelConfig
-from mini_bert.analysis.dynamics import analyze_gradient_magnitudes_by_layer, mlm_loss_and_gradients
+from mini_bert.analysis.dynamics import analyze_gradient_magnitudes_by_layer
+from mini_bert.analysis.inspection import mlm_loss_and_gradients
 from mini_bert.training.checkpoint_utils import synthetic_batch
 from mini_bert.training.optimizer import AdamW, clip_grad_norm, decay_mask
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.model import describe_cache
-from . import dynamics as A
+from . import dynamics as AD
+from . import inspection as AI
 from ..evaluation import metrics as M
 from .report import _mlm_batch, encode_text
 
@@ -27,7 +28,7 @@ class MathematicalExplorer:
         self.model = model
         self.tokenizer = tokenizer
         self.verbose = verbose
-        self.analyzer = A.MathematicalAnalyzer(model)
+        self.analyzer = AI.MathematicalAnalyzer(model)
 
     def _encode(self, text):
         ids, tokens = encode_text(self.tokenizer, text, self.model.config.max_position_embeddings)
@@ -58,7 +59,7 @@ class MathematicalExplorer:
         for name, shape in describe_cache(cache).items():
             value = _lookup(cache, name)
             if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                steps.append({"name": name, "shape": shape, **A._stats(value)})
+                steps.append({"name": name, "shape": shape, **AI._stats(value)})
         if self.verbose:
             for s in steps:
                 print(f"{s['name']:<40} {str(s['shape']):<18} mean {s['mean']:+.4f} std {s['std']:.4f}")
@@ -68,8 +69,8 @@ class MathematicalExplorer:
         """Gradient norms by layer for the MLM loss of the text repeated with different maskings."""
         ids, _, _ = self._encode(text)
         batch = _mlm_batch(ids, self.model.config.vocab_size, seed=seed)
-        loss, grads, _ = A.mlm_loss_and_gradients(self.model, batch)
-        stats = A.analyze_gradient_magnitudes_by_layer(grads, self.model)
+        loss, grads, _ = AI.mlm_loss_and_gradients(self.model, batch)
+        stats = AD.analyze_gradient_magnitudes_by_layer(grads, self.model)
         stats["loss"] = loss
         if self.verbose:
             print(f"MLM loss {loss:.4f}")

@@ -19,7 +19,9 @@ import numpy as np
 
 from ..errors import MiniBertError
 from ..config import CLS_ID, SEP_ID
-from . import dynamics as A
+from . import dynamics as AD
+from . import inspection as AI
+from . import landscape as AL
 from ..evaluation import metrics as M
 from . import figures as V
 from .figures import to_jsonable
@@ -99,8 +101,8 @@ def run_analysis(model, tokenizer, text: str, what: list[str], output_dir, check
 
     batch = _mlm_batch(ids, cfg.vocab_size, seed=seed)
     if "gradients" in what:
-        loss, grads, _ = A.mlm_loss_and_gradients(model, batch)
-        stats = A.analyze_gradient_magnitudes_by_layer(grads, model)
+        loss, grads, _ = AI.mlm_loss_and_gradients(model, batch)
+        stats = AD.analyze_gradient_magnitudes_by_layer(grads, model)
         p = V.plot_gradient_flow(stats, out / "gradient_flow", title=f"Gradient flow (MLM loss {loss:.3f})")
         numbers["gradients"] = {k: stats[k] for k in ("groups", "grad_norm", "grad_to_weight", "vanishing",
                                                       "exploding")}
@@ -114,7 +116,7 @@ def run_analysis(model, tokenizer, text: str, what: list[str], output_dir, check
     if "weights" in what:
         if checkpoints and len(checkpoints) >= 2:
             steps = [s for s, _ in checkpoints]
-            evo = A.analyze_weight_evolution([st for _, st in checkpoints], steps)
+            evo = AD.analyze_weight_evolution([st for _, st in checkpoints], steps)
             p = V.plot_weight_evolution(evo, out / "weight_evolution")
             numbers["weight_evolution"] = {g: {"relative_distance": v["relative_distance"]}
                                            for g, v in evo["groups"].items()}
@@ -127,9 +129,9 @@ def run_analysis(model, tokenizer, text: str, what: list[str], output_dir, check
                           f"found {len(checkpoints or [])}.", ""])
 
     if "landscape" in what:
-        curve = A.analyze_loss_landscape(model, batch, directions=1, span=1.0, resolution=21,
+        curve = AL.analyze_loss_landscape(model, batch, directions=1, span=1.0, resolution=21,
                                          rng=np.random.default_rng(seed))
-        plane = A.analyze_loss_landscape(model, batch, directions=2, span=1.0, resolution=11,
+        plane = AL.analyze_loss_landscape(model, batch, directions=2, span=1.0, resolution=11,
                                          rng=np.random.default_rng(seed + 1))
         p1 = V.plot_loss_landscape(curve, out / "loss_landscape_1d")
         p2 = V.plot_loss_landscape(plane, out / "loss_landscape_2d")
@@ -142,7 +144,7 @@ def run_analysis(model, tokenizer, text: str, what: list[str], output_dir, check
         figure("Loss landscape (2-D)", p2, [])
 
     if "lr-finder" in what:
-        res = A.analyze_learning_rate_sensitivity(model, batch, lr_range=(1e-6, 1.0), num_steps=40)
+        res = AL.analyze_learning_rate_sensitivity(model, batch, lr_range=(1e-6, 1.0), num_steps=40)
         p = V.plot_lr_finder(res, out / "lr_finder")
         numbers["lr_finder"] = {k: res[k] for k in ("suggested_lr", "lr_min_loss", "lr_diverged")}
         notes = [f"AdamW, one step per rate on a fixed batch (a copy of the model). Suggested learning rate "

@@ -45,7 +45,9 @@ import numpy as np
 from ..errors import MissingFileError
 from ..config import RunConfig
 from ..core.model import MiniBERT
-from . import dynamics as A
+from . import dynamics as AD
+from . import inspection as AI
+from . import issues as AS
 from ..evaluation.metrics import token_rows
 from ..training.checkpointing import STEP_PREFIX, list_step_checkpoints, load_checkpoint
 from ..training.trainer import evaluate_mlm
@@ -211,7 +213,7 @@ class TrainingAnalyzer:
             steps, states = [0] + steps, [self.initial_state()] + states
         if len(states) < 2:
             raise ValueError(f"{self.run_dir} has one checkpoint; parameter updates need two (or include_init=True)")
-        evo = A.analyze_weight_evolution(states, steps)
+        evo = AD.analyze_weight_evolution(states, steps)
         groups = list(evo["groups"])
         intervals = list(zip(steps[:-1], steps[1:]))
         table, top = [], []
@@ -220,7 +222,7 @@ class TrainingAnalyzer:
             row["fastest_group"] = max(groups, key=lambda g: _finite_or(row[g], -math.inf))
             table.append(row)
             ranked = sorted(((n, float(v["relative_update"][i])) for n, v in evo["parameters"].items()
-                             if A._is_weight(n)),
+                             if AI._is_weight(n)),
                             key=lambda nv: _finite_or(nv[1], -math.inf), reverse=True)
             top.append(ranked[:top_k])
         result = {"steps": steps, "intervals": intervals,
@@ -236,9 +238,9 @@ class TrainingAnalyzer:
     # ------------------------------------------------------------------------------------------------------------
     # Issues and the summary
 
-    def detect_training_issues(self, thresholds: A.IssueThresholds | None = None) -> list[A.Issue]:
+    def detect_training_issues(self, thresholds: AS.IssueThresholds | None = None) -> list[AS.Issue]:
         """`analysis.detect_training_issues` on metrics.jsonl (richer with training.analysis_every > 0)."""
-        return A.detect_training_issues(self.history(), thresholds)
+        return AS.detect_training_issues(self.history(), thresholds)
 
     def summary(self, output_dir=None) -> str:
         """Markdown: the run, its last metrics, the issues found, the parameter-update table and (if
@@ -346,7 +348,7 @@ def ablate(model, components: list[str], mode: str = "mean", scale: float = 1.0,
         raise ValueError(f"mode must be one of {', '.join(ABLATION_MODES)}; got {mode!r}")
     if mode == "mean" and means is None:
         raise ValueError("mean-ablation needs the components' mean outputs: pass means=component_means(model, batches)")
-    copy = A.clone_model(model)
+    copy = AI.clone_model(model)
     P = copy.params
     keep = 1.0 - scale
     for comp in components:

@@ -32,7 +32,7 @@ def run_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     monitor = None
     if cfg.training.analysis_every:
-        from ..analysis.dynamics import TrainingMonitor
+        from ..analysis.issues import TrainingMonitor
         monitor = TrainingMonitor(every=cfg.training.analysis_every)
     trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress, monitor=monitor)
     m = trainer.model

@@ -201,7 +201,7 @@ def check_resumable(cfg: RunConfig, saved: RunConfig, where) -> None:
 
 class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, monitor=None):
-        """monitor: what observes every step when training.analysis_every > 0 (`analysis.dynamics.TrainingMonitor`,
+        """monitor: what observes every step when training.analysis_every > 0 (`analysis.issues.TrainingMonitor`,
         which `minibert train` passes in; anything with its observe(...) and issues())."""
         from .allocator import keep_freed_memory
 
@@ -267,7 +267,7 @@ class Trainer:
             self.log(f"resumed {existing} at step {self.state['step']}")
         if t.analysis_every and monitor is None:
             raise ConfigError("training.analysis_every > 0 needs a monitor: pass Trainer(cfg, monitor="
-                              "TrainingMonitor(every=...)) from mini_bert.analysis.dynamics (minibert train does)")
+                              "TrainingMonitor(every=...)) from mini_bert.analysis.issues (minibert train does)")
         self.monitor = monitor
 
     def fit_schedule(self, timed_steps: int = 3) -> int:

@@ -24,7 +24,8 @@ from mini_bert.config import ModelConfig, load_config
 from mini_bert.core.attention import attention_forward, mask_bias
 from mini_bert.core.gradients import MiniBERTGradients
 from mini_bert.core.model import MiniBERT
-from mini_bert.analysis import dynamics as A
+from mini_bert.analysis import dynamics as AD
+from mini_bert.analysis import issues as AS
 from mini_bert.training.checkpoint_utils import memory_report, synthetic_batch
 from mini_bert.data.tokenizer import WordPieceTokenizer
 from mini_bert.training.trainer import Trainer
@@ -131,7 +132,7 @@ def test_ablation_replaces_the_component_output_by_its_mean(analyzer):
 def test_parameter_update_table_matches_weight_evolution(analyzer):
     res = analyzer.analyze_parameter_updates()
     states = [analyzer.initial_state()] + [analyzer.checkpoint(s).model.state_dict() for s in (50, 100)]
-    evo = A.analyze_weight_evolution(states, [0, 50, 100])
+    evo = AD.analyze_weight_evolution(states, [0, 50, 100])
     assert res["steps"] == [0, 50, 100] and res["intervals"] == [(0, 50), (50, 100)]
     assert list(res["groups"]) == list(evo["groups"]) == ["embeddings", "layer_0", "layer_1", "head"]
     for g in evo["groups"]:
@@ -148,7 +149,7 @@ def test_detect_training_issues_reads_the_run_log(analyzer, run_dir, tmp_path):
     from mini_bert.analysis.training_analyzer import TrainingAnalyzer
 
     assert [str(i) for i in analyzer.detect_training_issues()] == \
-        [str(i) for i in A.detect_training_issues(analyzer.history())]
+        [str(i) for i in AS.detect_training_issues(analyzer.history())]
     # the same run with a log whose loss explodes halfway: the analyzer reports it
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

@@ -1,4 +1,4 @@
-"""Analysis tools (analysis/dynamics.py): component breakdowns with known answers, training dynamics, and the
+"""Analysis tools (analysis/: inspection, landscape, dynamics, issues): component breakdowns with known answers, training dynamics, and the
 training-issue detector on planted problems in short real trainings of a tiny model."""
 
 import math
@@ -8,7 +8,10 @@ import pytest
 
 from mini_bert.core.gradients import MiniBERTGradients
 from mini_bert.core.model import MiniBERT
-from mini_bert.analysis import dynamics as A
+from mini_bert.analysis import dynamics as AD
+from mini_bert.analysis import inspection as AI
+from mini_bert.analysis import issues as AS
+from mini_bert.analysis import landscape as AL
 from mini_bert.core.gradients import mlm_cross_entropy
 from mini_bert.data.masking import mask_tokens
 from mini_bert.training.optimizer import AdamW, decay_mask
@@ -25,7 +28,7 @@ def tiny(seed=0, **overrides):
 def batch_for(model, seed=0, B=4, T=10):
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, model.config.vocab_size, size=(B, T))
-    return A.as_mlm_batch(ids, model.config.vocab_size, rng)
+    return AI.as_mlm_batch(ids, model.config.vocab_size, rng)
 
 
 # Component analysis ----------------------------------------------------------------------------------------------
@@ -36,7 +39,7 @@ def test_attention_breakdown_reproduces_the_model():
     mask = (ids != 0).astype(np.int64)
     _, cache = model.encode(ids, attention_mask=mask)
     att = cache["layers"][1]["attn"]
-    out = A.MathematicalAnalyzer(model).analyze_attention_computation(att["Q"], att["K"], att["V"], mask)
+    out = AI.MathematicalAnalyzer(model).analyze_attention_computation(att["Q"], att["K"], att["V"], mask)
     np.testing.assert_allclose(out["weights"], att["attention_weights"], atol=1e-6)
     B, H, T, d = att["Q"].shape
     merged = out["context"].transpose(0, 2, 1, 3).reshape(B, T, H * d)
@@ -52,7 +55,7 @@ def test_layer_norm_statistics():
     rng = np.random.default_rng(0)
     x = rng.normal(3.0, 5.0, size=(2, 7, 16))
     gamma, beta = np.full(16, 2.0), np.full(16, 0.5)
-    s = A.MathematicalAnalyzer(model).analyze_layer_norm_statistics(x, gamma, beta)
+    s = AI.MathematicalAnalyzer(model).analyze_layer_norm_statistics(x, gamma, beta)
     assert s["normalized"]["token_mean_avg"] == pytest.approx(0, abs=1e-9)
     assert s["normalized"]["token_std_avg"] == pytest.approx(1, abs=1e-6)
     assert s["output"]["token_mean_avg"] == pytest.approx(0.5, abs=1e-9)
@@ -65,11 +68,11 @@ def test_ffn_patterns_and_dead_units():
     ids = np.random.default_rng(1).integers(5, 50, size=(3, 8))
     _, cache = model.encode(ids)
     x = cache["layers"][0]["ffn"]["x"]
-    an = A.MathematicalAnalyzer(model)
+    an = AI.MathematicalAnalyzer(model)
     out = an.analyze_ffn_activation_patterns(x, 0)
     h = cache["layers"][0]["ffn"]["h"].reshape(-1, 32)
     np.testing.assert_allclose(out["active_fraction_per_neuron"], (h > 0).mean(axis=0))
-    assert out["dead_fraction"] == pytest.approx(A.dead_unit_fraction(cache["layers"][0]["ffn"]["h"]))
+    assert out["dead_fraction"] == pytest.approx(AI.dead_unit_fraction(cache["layers"][0]["ffn"]["h"]))
     model.params["b1_0"][:8] = -100.0                               # kill 8 of the 32 units
     out = an.analyze_ffn_activation_patterns(x, 0)
     assert out["dead_fraction"] == pytest.approx(8 / 32) and list(out["dead_units"]) == list(range(8))
@@ -87,7 +90,7 @@ def test_lr_range_test_on_a_quadratic_suggests_a_stable_rate():
     def loss_and_grad(x):
         return 0.5 * float(np.sum(a * x * x)), a * x
 
-    res = A.lr_range_test(loss_and_grad, np.ones(20), lr_min=1e-4, lr_max=10.0, num_steps=100)
+    res = AL.lr_range_test(loss_and_grad, np.ones(20), lr_min=1e-4, lr_max=10.0, num_steps=100)
     assert 1e-4 < res["suggested_lr"] < 2 / L
     assert res["lr_diverged"] is not None and res["lr_diverged"] > 2 / L    # it blew up only past the limit
     assert res["losses"][int(np.argmin(np.abs(res["lrs"] - res["suggested_lr"])))] < res["losses"][0]
@@ -96,7 +99,7 @@ def test_lr_range_test_on_a_quadratic_suggests_a_stable_rate():
 def test_lr_sensitivity_runs_on_a_copy():
     model = tiny()
     before = model.store.flat.copy()
-    res = A.analyze_learning_rate_sensitivity(model, batch_for(model), lr_range=(1e-5, 1.0), num_steps=25)
+    res = AL.analyze_learning_rate_sensitivity(model, batch_for(model), lr_range=(1e-5, 1.0), num_steps=25)
     np.testing.assert_array_equal(model.store.flat, before)
     assert 1e-5 <= res["suggested_lr"] <= 1.0 and np.all(np.isfinite(res["losses"]))
     assert res["losses"].min() < res["losses"][0]                    # some rate in the sweep made progress
@@ -118,8 +121,8 @@ def test_layer_wise_lr_scales():
 
 def test_layer_wise_learning_rates_equalise_relative_steps():
     model = tiny()
-    loss, grads, _ = A.mlm_loss_and_gradients(model, batch_for(model))
-    out = A.compute_layer_wise_learning_rates(grads, 1e-3, model)
+    loss, grads, _ = AI.mlm_loss_and_gradients(model, batch_for(model))
+    out = AL.compute_layer_wise_learning_rates(grads, 1e-3, model)
     assert out["groups"] == ["embeddings", "layer_0", "layer_1", "head"]
     rel = []
     for g in out["groups"]:
@@ -136,24 +139,25 @@ def test_loss_landscape_origin_is_the_model_loss(directions):
     model = tiny()
     batch = batch_for(model)
     before = model.store.flat.copy()
-    land = A.analyze_loss_landscape(model, batch, directions=directions, resolution=5, span=0.5)
+    land = AL.analyze_loss_landscape(model, batch, directions=directions, resolution=5, span=0.5)
     np.testing.assert_array_equal(model.store.flat, before)          # weights restored
     centre = land["losses"][2] if directions == 1 else land["losses"][2, 2]
-    assert centre == A.mlm_loss(model, batch) == land["origin_loss"]
+    assert centre == AI.mlm_loss(model, batch) == land["origin_loss"]
     assert land["losses"].shape == (5,) * directions
     assert not np.allclose(land["losses"], centre)                   # the directions do move the loss
 
 
 def test_filter_normalised_direction_scales_columns_and_restricts_to_one_parameter():
     model = tiny()
-    d = A.filter_normalized_direction(model, np.random.default_rng(0), ["W1_0"])
-    store = A.ParameterStore(model.store.specs, model.dtype)
+    d = AL.filter_normalized_direction(model, np.random.default_rng(0), ["W1_0"])
+    from mini_bert.core.parameters import ParameterStore
+    store = ParameterStore(model.store.specs, model.dtype)
     store.flat[:] = d
     np.testing.assert_allclose(np.linalg.norm(store.views["W1_0"], axis=0),
                                np.linalg.norm(model.params["W1_0"], axis=0), rtol=1e-5)
     assert np.count_nonzero(d) == model.params["W1_0"].size
     with pytest.raises(ValueError, match="unknown parameter"):
-        A.filter_normalized_direction(model, np.random.default_rng(0), ["W_nope"])
+        AL.filter_normalized_direction(model, np.random.default_rng(0), ["W_nope"])
 
 
 # Representations, forgetting, weights, gradients -----------------------------------------------------------------
@@ -163,9 +167,9 @@ def test_detect_mode_collapse():
     base = rng.normal(size=(40, 8))
     direction = rng.normal(size=8)
     history = [base, 0.5 * base + np.outer(np.ones(40), 3 * direction), np.outer(rng.uniform(1, 2, 40), direction)]
-    out = A.detect_mode_collapse(history)
+    out = AD.detect_mode_collapse(history)
     assert out["collapsed"] and out["mean_cosine"][-1] > 0.9 and out["mean_cosine"][0] < 0.2
-    assert not A.detect_mode_collapse([base, base * 2])["collapsed"]
+    assert not AD.detect_mode_collapse([base, base * 2])["collapsed"]
 
 
 def test_catastrophic_forgetting():
@@ -177,21 +181,21 @@ def test_catastrophic_forgetting():
         m.params["b_decoder"][5] += 1.0                               # the new task improves ...
         m.params["b_decoder"][6] += 0.5                               # ... the old one gets worse by 0.5
 
-    out = A.measure_catastrophic_forgetting(model, {"old": other}, {"new": weight}, train=train)
+    out = AD.measure_catastrophic_forgetting(model, {"old": other}, {"new": weight}, train=train)
     assert out["old"]["old"]["change"] == pytest.approx(-0.5) and out["forgetting"] == pytest.approx(0.5)
     assert out["gain"] == pytest.approx(1.0)
     after = tiny(seed=1)
-    pair = A.measure_catastrophic_forgetting((model, after), {"old": other}, {})
+    pair = AD.measure_catastrophic_forgetting((model, after), {"old": other}, {})
     assert pair["old"]["old"]["before"] == pytest.approx(other(model))
     with pytest.raises(ValueError, match="train"):
-        A.measure_catastrophic_forgetting(model, {"old": other}, {})
+        AD.measure_catastrophic_forgetting(model, {"old": other}, {})
 
 
 def test_weight_evolution_known_values():
     s0 = {"W1_0": np.array([[3.0, 4.0]]), "b1_0": np.zeros(2)}
     s1 = {"W1_0": np.array([[3.0, 4.0]]) * 2, "b1_0": np.ones(2)}
     s2 = {"W1_0": np.array([[3.0, 4.0]]) * 2, "b1_0": np.ones(2)}
-    evo = A.analyze_weight_evolution([s0, s1, s2], steps=[0, 10, 20])
+    evo = AD.analyze_weight_evolution([s0, s1, s2], steps=[0, 10, 20])
     p = evo["parameters"]["W1_0"]
     np.testing.assert_allclose(p["norm"], [5, 10, 10])
     np.testing.assert_allclose(p["distance_from_init"], [0, 5, 5])
@@ -204,8 +208,8 @@ def test_gradient_magnitudes_flag_a_zeroed_layer():
     model = tiny()
     for k in ("W_QKV", "W_O", "W1", "W2"):
         model.store[f"{k}_1"][...] = 0.0
-    _, grads, _ = A.mlm_loss_and_gradients(model, batch_for(model))
-    stats = A.analyze_gradient_magnitudes_by_layer(grads, model)
+    _, grads, _ = AI.mlm_loss_and_gradients(model, batch_for(model))
+    stats = AD.analyze_gradient_magnitudes_by_layer(grads, model)
     assert stats["groups"] == ["embeddings", "layer_0", "layer_1", "head"]
     assert stats["grad_norm"]["layer_1"] == 0.0 and stats["vanishing"] == ["layer_1"]
     assert stats["grad_norm_all"]["layer_1"] > 0                      # its biases and LayerNorms still learn
@@ -228,7 +232,7 @@ def train_tiny(lr, steps=150, every=5, zero_layer=None, dead_layer=None, seed=0)
         model.params[f"b1_{dead_layer}"][...] = -10.0
     grads = MiniBERTGradients(model)
     opt = AdamW(model.store.flat, decay_mask(model.store), lr=lr)
-    monitor = A.TrainingMonitor(every=every)
+    monitor = AS.TrainingMonitor(every=every)
     rng = np.random.default_rng(seed)
     losses = []
     for step in range(steps):
@@ -302,23 +306,23 @@ def test_layer_with_dead_relus_is_flagged():
 def test_issue_detector_on_synthetic_logs():
     steps = range(100)
     smooth = [{"step": s, "train_loss": 4.0 * 0.98 ** s + 0.5, "lr": 1e-3, "grad_norm": 1.0} for s in steps]
-    assert A.detect_training_issues(smooth) == []
+    assert AS.detect_training_issues(smooth) == []
     nan = [dict(e) for e in smooth]
     nan[60]["train_loss"] = float("nan")
-    assert A.detect_training_issues(nan)[0].kind == "divergence"
+    assert AS.detect_training_issues(nan)[0].kind == "divergence"
     spiky = [dict(e) for e in smooth]
     spiky[70]["train_loss"] = 5.0
-    assert "loss_spike" in {i.kind for i in A.detect_training_issues(spiky)}
+    assert "loss_spike" in {i.kind for i in AS.detect_training_issues(spiky)}
     exploding = [dict(e) for e in smooth]
     exploding[80]["grad_norm"] = 50.0
-    assert "exploding_gradients" in {i.kind for i in A.detect_training_issues(exploding)}
+    assert "exploding_gradients" in {i.kind for i in AS.detect_training_issues(exploding)}
     flat = [{"step": s, "train_loss": 3.9, "lr": 1e-3} for s in steps]
-    assert {"loss_plateau", "lr_too_low"} <= {i.kind for i in A.detect_training_issues(flat)}
+    assert {"loss_plateau", "lr_too_low"} <= {i.kind for i in AS.detect_training_issues(flat)}
     annealed = [{"step": s, "train_loss": 3.9, "lr": 1e-3 if s < 50 else 1e-6} for s in steps]
-    assert "loss_plateau" not in {i.kind for i in A.detect_training_issues(annealed)}
+    assert "loss_plateau" not in {i.kind for i in AS.detect_training_issues(annealed)}
     collapsed = [dict(e, **{"attention_entropy/layer_0": 1.5, "attention_entropy/layer_1": 0.01}) for e in smooth]
-    issue = next(i for i in A.detect_training_issues(collapsed) if i.kind == "attention_collapse")
+    issue = next(i for i in AS.detect_training_issues(collapsed) if i.kind == "attention_collapse")
     assert list(issue.evidence["entropy"]) == ["layer_1"]
     tiny_steps = [dict(e, update_ratio=1e-7) for e in smooth]
-    assert "lr_too_low" in {i.kind for i in A.detect_training_issues(tiny_steps)}
-    assert all(str(i).startswith("[") for i in A.detect_training_issues(spiky))
+    assert "lr_too_low" in {i.kind for i in AS.detect_training_issues(tiny_steps)}
+    assert all(str(i).startswith("[") for i in AS.detect_training_issues(spiky))

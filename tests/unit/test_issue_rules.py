@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from mini_bert.analysis.dynamics import RULES, detect_training_issues
+from mini_bert.analysis.issues import RULES, detect_training_issues
 from mini_bert.config import load_config
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from mini_bert.config import SPECIAL_TOKENS
 from mini_bert.core.model import MiniBERT
-from mini_bert.analysis import dynamics as A
+from mini_bert.analysis import dynamics as AD
+from mini_bert.analysis import inspection as AI
+from mini_bert.analysis import landscape as AL
 from mini_bert.evaluation import metrics as M
 from mini_bert.analysis import figures as V
 
@@ -67,9 +69,9 @@ def test_layer_similarity_figure_holds_the_metric(tmp_path, cache):
 
 
 def test_gradient_flow_figure(tmp_path, model):
-    batch = A.as_mlm_batch(np.random.default_rng(0).integers(5, 50, size=(4, 8)), 50)
-    _, grads, _ = A.mlm_loss_and_gradients(model, batch)
-    stats = A.analyze_gradient_magnitudes_by_layer(grads, model)
+    batch = AI.as_mlm_batch(np.random.default_rng(0).integers(5, 50, size=(4, 8)), 50)
+    _, grads, _ = AI.mlm_loss_and_gradients(model, batch)
+    stats = AD.analyze_gradient_magnitudes_by_layer(grads, model)
     paths = V.plot_gradient_flow(stats, tmp_path / "grad", figsize=(7, 4), dpi=50)
     assert png_size(paths.png) == (350, 200)
     saved = numbers(paths.json)
@@ -78,19 +80,19 @@ def test_gradient_flow_figure(tmp_path, model):
 
 
 def test_loss_landscape_figures(tmp_path, model):
-    batch = A.as_mlm_batch(np.random.default_rng(0).integers(5, 50, size=(4, 8)), 50)
+    batch = AI.as_mlm_batch(np.random.default_rng(0).integers(5, 50, size=(4, 8)), 50)
     for d in (1, 2):
-        land = A.analyze_loss_landscape(model, batch, directions=d, resolution=5)
+        land = AL.analyze_loss_landscape(model, batch, directions=d, resolution=5)
         paths = V.plot_loss_landscape(land, tmp_path / f"land{d}", figsize=(5, 4), dpi=50)
         assert png_size(paths.png) == (250, 200)
         saved = numbers(paths.json)
         np.testing.assert_array_equal(saved["losses"], land["losses"])
-        assert saved["origin_loss"] == land["origin_loss"] == A.mlm_loss(model, batch)
+        assert saved["origin_loss"] == land["origin_loss"] == AI.mlm_loss(model, batch)
 
 
 def test_lr_finder_weight_evolution_and_entropy_figures(tmp_path):
     a = np.linspace(0.1, 1.0, 10)
-    res = A.lr_range_test(lambda x: (0.5 * float(np.sum(a * x * x)), a * x), np.ones(10), 1e-3, 10.0, 40)
+    res = AL.lr_range_test(lambda x: (0.5 * float(np.sum(a * x * x)), a * x), np.ones(10), 1e-3, 10.0, 40)
     p = V.plot_lr_finder(res, tmp_path / "lr", figsize=(6, 4), dpi=50)
     assert png_size(p.png) == (300, 200)
     saved = numbers(p.json)
@@ -98,7 +100,7 @@ def test_lr_finder_weight_evolution_and_entropy_figures(tmp_path):
     assert saved["suggested_lr"] == res["suggested_lr"]
 
     states = [MiniBERT(TINY, seed=s).state_dict() for s in (0, 1, 2)]
-    evo = A.analyze_weight_evolution(states, steps=[0, 100, 200])
+    evo = AD.analyze_weight_evolution(states, steps=[0, 100, 200])
     p = V.plot_weight_evolution(evo, tmp_path / "evo", figsize=(8, 3), dpi=50)
     assert png_size(p.png) == (400, 150)
     saved = numbers(p.json)
