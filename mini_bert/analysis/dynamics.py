@@ -3,11 +3,7 @@ gradient magnitudes by layer.
 
 Shapes: B batch, T tokens, D hidden, H heads, d = D / H, F FFN width, L layers, P parameters (flat buffer).
 
-Parameter groups: every parameter belongs to "embeddings" (E_token, E_pos, E_type, the embedding LayerNorm),
-"layer_{l}" (encoder layer l) or "head" (everything above the encoder: the final LayerNorm of a pre-LN model,
-the MLM head, the pooler and the classifier). Per-group *gradient norms* and *update ratios* are measured over the
-weight matrices and embeddings only: a layer whose matrices receive no gradient is not learning even when its
-biases and LayerNorm gains still move.
+Parameter groups (embeddings, layer_{l}, head) are those of analysis/inspection.py.
 """
 
 from __future__ import annotations
