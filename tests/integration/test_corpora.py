@@ -88,6 +88,7 @@ def test_review_cleaning_removes_html_breaks():
     assert clean_review("Great.<br /><br />Really<br/>great <BR>film  ") == "Great. Really great film"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (data_root() / "imdb" / "unsup.part1.txt").is_file(), reason="needs the IMDB data folder")
 def test_the_data_root_holds_all_50000_reviews_without_html():
     reviews = load_imdb()

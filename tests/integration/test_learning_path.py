@@ -272,7 +272,7 @@ def test_relative_error():
 
 
 @pytest.mark.parametrize("name", ["model", "attention", "gradients", "mlm", "optimizer", "optimizers",
-                                  "checkpointing", "variants"])
+                                  pytest.param("checkpointing", marks=pytest.mark.slow), "variants"])
 def test_minibert_demo_runs_each_learning_path_step(name):
     out = run_python("", "-m", "mini_bert", "demo", name)
     assert len(out.splitlines()) > 3, out

@@ -366,3 +366,16 @@ def test_script_or_example_runs(name, run_dir, tmp_path):
 def test_every_script_and_example_is_covered():
     files = {p.stem for p in (REPO / "scripts").glob("*.py")} | {p.stem for p in (REPO / "examples").rglob("*.py")}
     assert files <= set(commands(Path("run"), Path("out")))
+
+
+def test_analyze_writes_beside_the_run_so_a_resume_cannot_delete_it(run_dir):
+    """A run folder holds only what the trainer writes: `--resume` replaces best/ and prunes step checkpoints."""
+    from mini_bert import cli
+    from mini_bert.analysis.report import default_output_dir
+
+    assert default_output_dir(run_dir) == run_dir.parent / f"{run_dir.name}-analysis"
+    assert default_output_dir(run_dir / "best") == run_dir.parent / f"{run_dir.name}-analysis" / "best"
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert cli.main(["analyze", "--checkpoint", str(run_dir / "best"), "--what", "attention"]) == 0
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    assert (run_dir.parent / f"{run_dir.name}-analysis" / "best" / "summary.md").is_file()

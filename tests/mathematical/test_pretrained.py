@@ -78,6 +78,7 @@ def minilm_inputs():
 
 
 @needs_minilm
+@pytest.mark.slow
 def test_minilm_hidden_states_match_transformers(minilm_inputs, torch_one_thread, transformers_quiet):
     torch, transformers = torch_one_thread, transformers_quiet
     ids, mask, types = minilm_inputs
