@@ -243,7 +243,7 @@ class TrainingAnalyzer:
         return AS.detect_training_issues(self.history(), thresholds)
 
     def summary(self, output_dir=None) -> str:
-        """Markdown: the run, its last metrics, the issues found, the parameter-update table and (if
+        """Markdown: the run, its last metrics, the training problems found, the parameter-update table and (if
         `loss_components` ran) the loss components. With output_dir, also writes summary.md and summary.json."""
         cfg = self.config
         m = cfg.model

@@ -382,7 +382,7 @@ class Trainer:
     def evaluate(self) -> dict:
         # the training threads' pool evaluates batches in parallel: with BLAS limited to one thread per worker,
         # a serial evaluation would leave a core idle. Each batch goes in the training threads' row blocks: between
-        # training steps this measured 2.0 s per evaluation instead of 2.3 s (default recipe, 2 threads, session 3,
+        # training steps this measured 2.0 s per evaluation instead of 2.3 s (PTB recipe, 2 threads, commit 36115a0,
         # before the one-arena setting of training/allocator.py). Same counts; sums differ by rounding.
         return evaluate_mlm(self.model, self._valid_blocks, self.worker.pool)
 

@@ -4,12 +4,9 @@ every token occurs, and bad corpus settings refused before anything is written."
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 
 import numpy as np
 import pytest
@@ -112,31 +109,16 @@ def _archive(reviews: dict[int, str]) -> bytes:
 
 
 @pytest.fixture
-def imdb_server(tmp_path, monkeypatch):
-    """A local HTTP server holding a small IMDB archive; the registry points at it; an empty data root."""
-    www = tmp_path / "www"
-    www.mkdir()
+def imdb_server(server, tmp_path, monkeypatch):
+    """The local HTTP server holding a small IMDB archive; the registry points at it; an empty data root."""
     data = _archive({2: "Third review.", 0: "First<br /><br />review.", 1: "Second review."})
-    (www / "aclImdb_v1.tar.gz").write_bytes(data)
-    requests = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/aclImdb_v1.tar.gz"
+    (server.root / "aclImdb_v1.tar.gz").write_bytes(data)
+    url = f"{server.url}/aclImdb_v1.tar.gz"
     monkeypatch.setattr(corpora, "IMDB_ARCHIVE", corpora.RemoteFile(url, md5=hashlib.md5(data).hexdigest()))
     monkeypatch.setenv("MINIBERT_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "empty-root").mkdir()
-    yield {"root": tmp_path / "empty-root", "requests": requests, "www": www, "cache": tmp_path / "cache"}
-    httpd.shutdown()
-    httpd.server_close()
+    return {"root": tmp_path / "empty-root", "requests": server.requests, "www": server.root,
+            "cache": tmp_path / "cache"}
 
 
 def test_imdb_is_downloaded_once_checked_and_read_in_id_order(imdb_server):

@@ -1,12 +1,9 @@
 """Data locations, atomic writes, checked downloads (against a local HTTP server only) and the dataset registry."""
 
-import functools
 import hashlib
-import http.server
 import io
 import os
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -17,31 +14,6 @@ from mini_bert.data import sources as io_utils
 from mini_bert.data.sources import (DATASETS, DatasetSource, RemoteFile, atomic_write_bytes, atomic_write_text,
                                       cache_dir, data_root, extract_archive, fetch, file_md5, file_sha256, locate,
                                       locate_parts)
-
-
-@pytest.fixture
-def server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving tmp_path/www; `.requests` lists the paths asked for."""
-    root = tmp_path / "www"
-    root.mkdir()
-    requests = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    httpd.root, httpd.requests = root, requests
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture(autouse=True)
