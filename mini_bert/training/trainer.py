@@ -36,6 +36,7 @@ from ..core.model import MiniBERT
 from ..data.tokenizer import CONTINUATION
 from ..errors import CheckpointError, ConfigError
 from .advanced_optimizers import AdaptiveGradientClipper, Lion, Lookahead
+from ..data.sources import atomic_write_text
 from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
                             set_rng_state)
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
@@ -196,6 +197,50 @@ def check_resumable(cfg: RunConfig, saved: RunConfig, where) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The run folder
+
+
+def _csv_step(line: str) -> int | None:
+    """The step of a metrics.csv row (None for the header); ValueError for a torn row."""
+    if line.startswith("step"):
+        return None
+    cells = line.split(",")
+    if len(cells) != len(CSV_COLUMNS):
+        raise ValueError(f"a row of {len(cells)} cells, not {len(CSV_COLUMNS)}")
+    return int(cells[0])
+
+
+class RunFolderLock:
+    """One owner per run folder: an OS lock (flock) on RUN/train.lock, held by the live process, so a crash never
+    leaves a stale lock. A second training into the same folder is refused with the holder's process id."""
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+        import os
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "train.lock"
+        self._file = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise CheckpointError(f"{run_dir} is in use by a training that is still running (process {holder}); "
+                                  f"nothing was written. Wait for it, stop it, or choose another "
+                                  f"training.output_dir") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self._file.close()                     # closing the file releases the flock
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The trainer
 
 
@@ -229,46 +274,54 @@ class Trainer:
         else:
             self.model = MiniBERT(cfg.model, seed=t.seed)
         self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
-        self.worker = GradientWorker(self.model, t.threads, t.seed)
-        self.threads = self.worker.threads
-        # the validation batches cut into the row blocks that the training threads take (see evaluate)
-        self._valid_blocks = [block for b in self.valid for block in split_batch(b, self.threads)]
-        self.optimizer = build_optimizer(self.model, cfg)
-        if hasattr(self.optimizer, "use_threads"):      # AdamW's update is elementwise: split it like the batch
-            self.optimizer.use_threads(self.worker.pool, self.threads)
-        self.agc = (AdaptiveGradientClipper(self.model.store.flat, self.model.store, clip=t.agc_clip)
-                    if t.agc_clip > 0 else None)
-        self.masking = adaptive_masking(cfg)
-        self.max_steps = t.max_steps                # the schedule's length
-        if t.schedule_to_budget:                    # fitted once, then checkpointed
-            if "max_steps" not in self.state:
-                self.state["max_steps"] = self.fit_schedule()
-            self.max_steps = self.state["max_steps"]
-        self.warmup_steps = int(round(t.warmup_ratio * self.max_steps))
-        if resume:
-            if ck.optimizer_state is None:
-                raise CheckpointError(f"{existing} has no optimizer state; it cannot be resumed exactly")
-            if ck.optimizer_kind != self.optimizer.kind:
-                raise CheckpointError(f"{existing} holds the state of optimizer {ck.optimizer_kind}, but this "
-                                      f"configuration builds {self.optimizer.kind}; resume with the run's "
-                                      f"training.optimizer and training.lookahead_k")
-            try:
-                self.optimizer.load_state_dict(ck.optimizer_state)
-                self.stream.load_state_dict(self.state["data"])
+        self._lock = RunFolderLock(self.run_dir)           # before the first byte is written into the run folder
+        try:
+            if not resume and latest_checkpoint(self.run_dir) is not None:
+                raise CheckpointError(f"{self.run_dir} already holds a run; nothing was overwritten. Resume it with "
+                                      f"--resume, or choose another training.output_dir")
+            self.worker = GradientWorker(self.model, t.threads, t.seed)
+            self.threads = self.worker.threads
+            # the validation batches cut into the row blocks that the training threads take (see evaluate)
+            self._valid_blocks = [block for b in self.valid for block in split_batch(b, self.threads)]
+            self.optimizer = build_optimizer(self.model, cfg)
+            if hasattr(self.optimizer, "use_threads"):      # AdamW's update is elementwise: split it like the batch
+                self.optimizer.use_threads(self.worker.pool, self.threads)
+            self.agc = (AdaptiveGradientClipper(self.model.store.flat, self.model.store, clip=t.agc_clip)
+                        if t.agc_clip > 0 else None)
+            self.masking = adaptive_masking(cfg)
+            self.max_steps = t.max_steps                # the schedule's length
+            if t.schedule_to_budget:                    # fitted once, then checkpointed
+                if "max_steps" not in self.state:
+                    self.state["max_steps"] = self.fit_schedule()
+                self.max_steps = self.state["max_steps"]
+            self.warmup_steps = int(round(t.warmup_ratio * self.max_steps))
+            if resume:
+                if ck.optimizer_state is None:
+                    raise CheckpointError(f"{existing} has no optimizer state; it cannot be resumed exactly")
+                if ck.optimizer_kind != self.optimizer.kind:
+                    raise CheckpointError(f"{existing} holds the state of optimizer {ck.optimizer_kind}, but this "
+                                          f"configuration builds {self.optimizer.kind}; resume with the run's "
+                                          f"training.optimizer and training.lookahead_k")
+                try:
+                    self.optimizer.load_state_dict(ck.optimizer_state)
+                    self.stream.load_state_dict(self.state["data"])
+                    if self.masking is not None:
+                        self.masking.load_state_dict(self.state["adaptive_masking"])
+                except (KeyError, ValueError) as e:
+                    raise CheckpointError(f"{existing}: its saved state does not fit this run ({e!r}); resume with the "
+                                          f"settings the run was started with") from None
                 if self.masking is not None:
-                    self.masking.load_state_dict(self.state["adaptive_masking"])
-            except (KeyError, ValueError) as e:
-                raise CheckpointError(f"{existing}: its saved state does not fit this run ({e!r}); resume with the "
-                                      f"settings the run was started with") from None
-            if self.masking is not None:
-                self.stream.mask_prob = self.masking.ratio
-            for r, s in zip(self.worker.rngs, self.state["thread_rngs"]):
-                set_rng_state(r, s)
-            self.log(f"resumed {existing} at step {self.state['step']}")
-        if t.analysis_every and monitor is None:
-            raise ConfigError("training.analysis_every > 0 needs a monitor: pass Trainer(cfg, monitor="
-                              "TrainingMonitor(every=...)) from mini_bert.analysis.issues (minibert train does)")
-        self.monitor = monitor
+                    self.stream.mask_prob = self.masking.ratio
+                for r, s in zip(self.worker.rngs, self.state["thread_rngs"]):
+                    set_rng_state(r, s)
+                self.log(f"resumed {existing} at step {self.state['step']}")
+            if t.analysis_every and monitor is None:
+                raise ConfigError("training.analysis_every > 0 needs a monitor: pass Trainer(cfg, monitor="
+                                  "TrainingMonitor(every=...)) from mini_bert.analysis.issues (minibert train does)")
+            self.monitor = monitor
+        except BaseException:
+            self._lock.release()               # a trainer that failed to start holds nothing
+            raise
 
     def fit_schedule(self, timed_steps: int = 3) -> int:
         """The schedule's length for training.schedule_to_budget: max_minutes divided by the measured cost of a
@@ -343,12 +396,24 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         step = self.state["step"]
         jsonl, csvp = self.run_dir / "metrics.jsonl", self.run_dir / "metrics.csv"
-        # a run killed after its last checkpoint logged steps that will be redone: drop them
-        for p, keep in ((jsonl, lambda line: json.loads(line)["step"] <= step),
-                        (csvp, lambda line: line.startswith("step") or int(line.split(",")[0]) <= step)):
+        # A run killed after its last checkpoint logged steps that will be redone: drop them. A crash or a full disk
+        # can also leave a torn last line: it is dropped and reported, not a reason to refuse the resume.
+        for p, step_of in ((jsonl, lambda line: json.loads(line)["step"]), (csvp, _csv_step)):
             if p.exists():
-                lines = [ln for ln in p.read_text().splitlines() if ln.strip() and keep(ln)]
-                p.write_text("".join(ln + "\n" for ln in lines))
+                kept, torn = [], 0
+                for ln in p.read_text(encoding="utf-8").splitlines():
+                    if not ln.strip():
+                        continue
+                    try:
+                        s = step_of(ln)
+                    except (ValueError, KeyError, TypeError):
+                        torn += 1
+                        continue
+                    if s is None or s <= step:
+                        kept.append(ln)
+                if torn:
+                    self.log(f"{p}: dropped {torn} unreadable line(s) (a torn write, as a crash or a full disk leaves)")
+                atomic_write_text(p, "".join(ln + "\n" for ln in kept))
         new_csv = not csvp.exists() or csvp.stat().st_size == 0
         self._jsonl = open(jsonl, "a", encoding="utf-8")
         self._csv_file = open(csvp, "a", encoding="utf-8", newline="")
@@ -372,6 +437,10 @@ class Trainer:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        """Release the run folder (train() does this when it returns)."""
+        self._lock.release()
 
     def _close_logs(self):
         self._jsonl.close()
@@ -476,6 +545,7 @@ class Trainer:
         finally:
             bar.close()
             self._close_logs()
+            self.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             self.worker.close()

@@ -571,3 +571,47 @@ def test_training_threads_reuse_freed_memory_instead_of_faulting_pages_in():
     faults = float(out.stdout.strip().splitlines()[-1])
     # a step's temporaries total far more than 10,000 pages of 4 KB; re-faulting even a tenth of them would show
     assert faults < 1000, f"{faults:.0f} page faults per training step: freed memory went back to the kernel"
+
+
+def test_a_second_training_into_a_running_folder_is_refused_and_a_killed_one_leaves_no_stale_lock(corpus, tmp_path,
+                                                                                                  capsys):
+    run = tmp_path / "run"
+    args = tiny(corpus, run, max_steps=100000, checkpoint_every=5)
+    proc = start_train(*args)
+    try:
+        first = wait_for_checkpoint(proc, run, 5)
+        capsys.readouterr()
+        assert train("--resume", *args) == 2
+        err = capsys.readouterr().err
+        assert "in use by a training that is still running" in err and str(proc.pid) in err
+        assert train(*tiny(corpus, run)) == 2                      # a fresh run into it is refused too
+        assert proc.poll() is None                                  # the first run goes on undisturbed ...
+        wait_for_checkpoint(proc, run, first + 5)                   # ... and keeps checkpointing
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    # the OS released the lock of the killed process: the run resumes
+    assert train("--resume", *tiny(corpus, run, max_steps=latest_step(run) + 2)) == 0
+
+
+def latest_step(run: Path) -> int:
+    return json.loads((latest_checkpoint(run) / "trainer_state.json").read_text())["step"]
+
+
+def test_a_torn_last_metrics_line_is_dropped_and_reported_and_the_resume_is_exact(corpus, reference, tmp_path,
+                                                                                   capsys):
+    """What a crash or a full disk leaves: half a JSON line, half a CSV row. Resume drops them, says so, and
+    repeats the uninterrupted run's losses."""
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    for ck in list_step_checkpoints(run)[1:] + [run / "best"]:
+        shutil.rmtree(ck)                                    # back to the earlier step checkpoint
+    step = latest_step(run)
+    for name, torn in (("metrics.jsonl", '{"step": 99, "train_lo'), ("metrics.csv", "99,12.5,3.1")):
+        path = run / name
+        path.write_text(path.read_text() + torn)             # no newline: a torn last write
+    capsys.readouterr()
+    assert train("--resume", *tiny(corpus, run)) == 0
+    out = capsys.readouterr().out
+    assert "metrics.jsonl: dropped 1 unreadable line(s)" in out and "metrics.csv: dropped 1" in out
+    assert loss_curve(run) == loss_curve(reference) and step < STEPS
