@@ -28,6 +28,7 @@ from ..config import RunConfig
 from ..errors import CheckpointError
 
 STEP_PREFIX = "step_"
+TRASH_PREFIX = ".deleting-"     # a pruned checkpoint on its way out
 
 
 @dataclass
@@ -222,10 +223,17 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int, keep_every: int = 0) 
     """Delete all but the newest `keep_last` step checkpoints (best/ is separate and kept). With keep_every > 0,
     checkpoints at multiples of keep_every steps are kept too: the history that weight-evolution and attention-over-
     training analyses read."""
+    run_dir = Path(run_dir)
     for p in list_step_checkpoints(run_dir)[:-keep_last]:
         if keep_every and int(p.name[len(STEP_PREFIX):]) % keep_every == 0:
             continue
-        shutil.rmtree(p, ignore_errors=True)
+        # rename first (atomic), then delete: a kill during the deletion leaves a hidden folder that no longer
+        # counts as a checkpoint, never a half-deleted one that still does
+        trash = run_dir / f"{TRASH_PREFIX}{p.name}"
+        os.replace(p, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    for leftover in run_dir.glob(f"{TRASH_PREFIX}*"):       # what an earlier kill left behind
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def rng_state(rng: np.random.Generator) -> dict:

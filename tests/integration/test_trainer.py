@@ -615,3 +615,23 @@ def test_a_torn_last_metrics_line_is_dropped_and_reported_and_the_resume_is_exac
     out = capsys.readouterr().out
     assert "metrics.jsonl: dropped 1 unreadable line(s)" in out and "metrics.csv: dropped 1" in out
     assert loss_curve(run) == loss_curve(reference) and step < STEPS
+
+
+def test_a_kill_during_pruning_never_leaves_a_half_deleted_checkpoint_that_counts(reference, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    steps = [p.name for p in list_step_checkpoints(run)]
+
+    def killed(path, ignore_errors=False):
+        (Path(path) / "model.safetensors").unlink()       # the deletion had begun ...
+        raise KeyboardInterrupt                            # ... when the process was stopped
+    monkeypatch.setattr(checkpointing.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointing.prune_checkpoints(run, keep_last=1)
+    monkeypatch.undo()
+    remaining = [p.name for p in list_step_checkpoints(run)]
+    assert remaining == steps[1:]                          # the half-deleted one no longer counts
+    for name in remaining:
+        load_checkpoint(run / name)                        # and every listed one is whole
+    checkpointing.prune_checkpoints(run, keep_last=1)      # the next prune clears what the kill left
+    assert not [p for p in run.iterdir() if p.name.startswith(checkpointing.TRASH_PREFIX)]
