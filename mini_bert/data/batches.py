@@ -41,7 +41,7 @@ def encode_corpus(sentences: Iterable[str], tokenizer) -> list[np.ndarray]:
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """The narrowest unsigned type that holds every id: uint16 up to 65,536 tokens (half of int32's memory)."""
+    """uint16 for vocabularies of up to 65,536 tokens (half of int32's memory), else int32."""
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.int32)
 
 
@@ -50,7 +50,7 @@ def pack_corpus(lines: Sequence[str], tokenizer, max_len: int, cache: bool = Tru
     """`pack_sequences(encode_corpus(lines, tokenizer), max_len)`, stored as (ids (N, T) uint16, types (N, T) uint8).
 
     With `cache`, the result is kept in cache_dir()/packed under a digest of the lines, the vocabulary and max_len,
-    so a second run on the same corpus skips encoding (IMDB: about a minute).
+    so a second run on the same corpus skips the encoding.
     """
     import hashlib
 

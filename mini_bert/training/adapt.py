@@ -7,6 +7,8 @@ weights; its row stands beside plain fine-tuning. Only the texts given are read:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -14,6 +16,7 @@ from ..errors import MiniBertError
 from ..data.batches import MLMBatches, encode_corpus, pack_sequences
 from .optimizer import AdamW, clip_grad_norm, decay_mask
 from .scheduler import lr_at
+from .step import GradientWorker
 
 
 def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5e-4, batch_size: int = 32,
@@ -23,8 +26,6 @@ def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5
     warmup_ratio of them, linear decay to 0, global-norm clipping at 1. Texts are packed into rows of max_len
     (at most the model's positions). Returns {"steps", "rows", "first_loss", "last_loss"} (losses averaged over
     the first and last tenth of the steps)."""
-    from .trainer import GradientWorker
-
     if steps < 0:
         raise MiniBertError(f"adapt steps must be >= 0; got {steps}")
     if steps == 0:
@@ -37,7 +38,7 @@ def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5
     warmup = int(round(warmup_ratio * steps))
     losses = []
     try:
-        with threadpool_limits(1) if worker.threads > 1 else threadpool_limits(None):
+        with threadpool_limits(1) if worker.threads > 1 else nullcontext():      # as the trainer does
             for step in range(steps):
                 loss, _ = worker.loss_and_gradients(stream.next_batch())
                 clip_grad_norm(worker.grads.flat, 1.0)

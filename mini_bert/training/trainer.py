@@ -276,6 +276,7 @@ class Trainer:
         self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
         self._lock = RunFolderLock(self.run_dir)           # before the first byte is written into the run folder
         try:
+            # checked again under the lock: another run may have written its first checkpoint meanwhile
             if not resume and latest_checkpoint(self.run_dir) is not None:
                 raise CheckpointError(f"{self.run_dir} already holds a run; nothing was overwritten. Resume it with "
                                       f"--resume, or choose another training.output_dir")
