@@ -29,3 +29,12 @@ class MissingFileError(MiniBertError, FileNotFoundError):
 
 class DownloadError(DataError, OSError):
     """A dataset could not be downloaded; the message names the URL and where to put the file by hand."""
+
+
+class OutputPathError(MiniBertError, OSError):
+    """A path the command must write to is a file where a folder is needed (or the reverse), is not writable, or
+    the disk is full; raised before the work starts wherever that can be known."""
+
+
+class InputError(MiniBertError):
+    """Arrays handed to the model that it cannot read: wrong shape, dtype or values (token ids, masks, segments)."""

@@ -18,6 +18,7 @@ from importlib import import_module
 
 from .. import __version__
 from ..errors import MiniBertError
+from .arguments import count
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = ["train", "evaluate", "probe", "finetune", "knowledge", "analyze", "demo", "config", "metrics",
@@ -38,8 +39,20 @@ def common_parsers() -> dict[str, argparse.ArgumentParser]:
         "data_dir": parent("--data-dir", default=None, help="data root (default: $MINIBERT_DATA_DIR or "
                                                               "../shared/data)"),
         "output": parent("--output", default=None, help="write the result (JSON) here"),
-        "seed": parent("--seed", type=int, default=0, help="seed of every random choice the command makes"),
+        "seed": parent("--seed", type=count(0), default=0, help="seed of every random choice the command makes"),
     }
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every command's output paths, checked before its work starts (a result computed for minutes and then not
+    writable is lost): --output is a file, --output-dir a folder."""
+    from ..data.sources import check_output_path
+
+    if getattr(args, "output", None):
+        for path in getattr(args, "output_paths", lambda a: [a.output])(args):
+            check_output_path(path, "--output")
+    if getattr(args, "output_dir", None):
+        check_output_path(args.output_dir, "--output-dir", folder=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_outputs(args)
         return int(args.func(args) or 0)
     except tuple(EXIT_CODES) as e:
         code = next(c for kind, c in EXIT_CODES.items() if isinstance(e, kind))

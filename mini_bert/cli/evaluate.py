@@ -13,7 +13,14 @@ def add_parser(sub, common) -> None:
     p.add_argument("--output", default=None, help="write the JSON report here and a Markdown copy beside it")
     p.add_argument("--overfit-one-batch", action="store_true",
                    help="instead: the sanity check that a small model can memorise one batch")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, output_paths=output_paths)
+
+
+def output_paths(args) -> tuple:
+    """The report's two files (JSON and Markdown), checked before the evaluation starts."""
+    from ..evaluation.evaluate import report_paths
+
+    return report_paths(args.output)
 
 
 def run(args) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import MiniBertError
+from .arguments import count
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -21,25 +22,25 @@ def add_parser(sub, common) -> None:
 
     p = sub.add_parser("finetune-sst2", parents=[common[k] for k in ("checkpoint", "data_dir", "output")],
                        help="fine-tune on SST-2 sentiment, with baselines")
-    p.add_argument("--epochs", type=int, default=PROTOCOL["epochs"])
-    p.add_argument("--max-samples", type=int, default=None, help="use at most N training sentences (default: all)")
+    p.add_argument("--epochs", type=count(1), default=PROTOCOL["epochs"])
+    p.add_argument("--max-samples", type=count(1), default=None, help="use at most N training sentences (default: all)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--lr", type=float, default=PROTOCOL["lr"])
-    p.add_argument("--batch-size", type=int, default=PROTOCOL["batch_size"])
+    p.add_argument("--batch-size", type=count(1), default=PROTOCOL["batch_size"])
     p.add_argument("--pooling", choices=("cls", "mean"), default=PROTOCOL["pooling"],
                    help="what the classifier pools: h_[CLS] or the mean of the tokens")
-    p.add_argument("--adapt-steps", type=int, default=0,
+    p.add_argument("--adapt-steps", type=count(0), default=0,
                    help="first continue masked-LM training on the training sentences for N steps (task-adaptive "
                         "pretraining), reported as its own row (default 0: off)")
     p.add_argument("--train-set", choices=("sentences", "glue"), default="sentences",
                    help="fine-tune on the 6,920 SST-2 sentences or on GLUE's 67,349 phrases (dev: the same 872)")
     p.add_argument("--warmup-ratio", type=float, default=PROTOCOL["warmup_ratio"],
                    help="share of the steps spent warming up")
-    p.add_argument("--patience", type=int, default=PROTOCOL["patience"],
+    p.add_argument("--patience", type=count(1), default=PROTOCOL["patience"],
                    help="stop after N dev evaluations without improvement")
     p.add_argument("--layer-lr-decay", type=float, default=PROTOCOL["layer_lr_decay"],
                    help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (1: off)")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=count(1), default=1,
                    help="run the fine-tunings in N processes (machines with more cores; same numbers)")
     p.set_defaults(func=run)
 

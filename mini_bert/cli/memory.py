@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from .arguments import count
 
 def add_parser(sub, common) -> None:
     p = sub.add_parser("memory", help="memory of one training step, by buffer, with activation checkpointing")
-    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--seq", type=int, default=128, help="tokens per sequence (default 128)")
-    p.add_argument("--threads", type=int, default=1, help="gradient worker threads (default 1)")
-    p.add_argument("--segments", type=int, default=None, help="activation checkpointing with K segments")
+    p.add_argument("--batch", type=count(1), default=32, help="batch size (default 32)")
+    p.add_argument("--seq", type=count(1), default=128, help="tokens per sequence (default 128)")
+    p.add_argument("--threads", type=count(1), default=1, help="gradient worker threads (default 1)")
+    p.add_argument("--segments", type=count(1), default=None, help="activation checkpointing with K segments")
     p.add_argument("--config", default=None, help="a YAML file or configs/ name (its model and optimizer)")
     p.add_argument("overrides", nargs="*", help="key=value settings, e.g. model.num_layers=6 training.optimizer=lion")
     p.set_defaults(func=run)

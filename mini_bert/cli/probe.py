@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import MiniBertError
+from .arguments import count
 
 
 def add_parser(sub, common) -> None:
@@ -10,11 +11,11 @@ def add_parser(sub, common) -> None:
 
     p = sub.add_parser("probe-pos", parents=[common[k] for k in ("checkpoint", "data_dir", "output", "seed")],
                        help="POS probe per layer on UD English-EWT, with baselines")
-    p.add_argument("--max-sentences", type=int, default=DEFAULT_MAX_SENTENCES,
+    p.add_argument("--max-sentences", type=count(1), default=DEFAULT_MAX_SENTENCES,
                    help=f"use at most N sentences of each split, a seeded random subset (default "
                         f"{DEFAULT_MAX_SENTENCES}: about 5 minutes on two cores for the base model; EWT has 12,544 "
                         f"train and 2,001 dev sentences, so N >= 12544 uses all of them)")
-    p.add_argument("--max-fit-words", type=int, default=None,
+    p.add_argument("--max-fit-words", type=count(1), default=None,
                    help="fit each probe on at most N training words (default: 10,000; the whole split's ~204k "
                         "words with --max-sentences 12544 --max-fit-words 250000)")
     p.add_argument("--tagset", choices=TAGSETS, default="upos")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import sys
 
+from .arguments import count
+
 
 def add_parser(sub, common) -> None:
     p = sub.add_parser("train", help="pretrain with masked-language modelling (default: the IMDB recipe)")
     p.add_argument("--config", help="YAML file or name under configs/ (e.g. debugging); default: embedded defaults")
     p.add_argument("--resume", action="store_true", help="continue the run in training.output_dir exactly")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    p.add_argument("--max-steps", type=int, help="shortcut for training.max_steps=N")
+    p.add_argument("--max-steps", type=count(1), help="shortcut for training.max_steps=N")
     p.add_argument("--max-minutes", type=float, help="shortcut for training.max_minutes=M")
     p.add_argument("--output-dir", help="shortcut for training.output_dir=DIR")
     p.add_argument("overrides", nargs="*", help="key=value settings, e.g. training.lr=3e-4 model.num_layers=2")

@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError, DownloadError
+from ..errors import DataError, DownloadError, OutputPathError
 
 _CHUNK = 1 << 20  # 1 MiB: read/write granularity for hashing and downloads
 
@@ -74,6 +74,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def check_output_path(path: str | Path, what: str, folder: bool = False) -> Path:
+    """Fail now, before the work, if `path` cannot be written; `what` names the setting in the message.
+
+    folder=True: `path` must be a folder or creatable as one; otherwise a file (an existing folder is refused).
+    Writability is proven by creating and removing a temporary file in the folder that would hold the output (the
+    nearest existing one), which also catches read-only filesystems, where permission bits say nothing. Nothing
+    else is created.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and folder and not path.is_dir():
+        raise OutputPathError(f"{what} {path} is a file, not a folder; choose a folder path (or remove the file)")
+    if path.exists() and not folder and path.is_dir():
+        raise OutputPathError(f"{what} {path} is a folder; give the path of a file inside it, such as "
+                              f"{path / 'result.json'}")
+    holder = path if folder and path.is_dir() else path.parent
+    while not holder.exists():
+        holder = holder.parent
+    if not holder.is_dir():
+        raise OutputPathError(f"{what} {path} lies under {holder}, which is a file, not a folder; choose another "
+                              f"path")
+    try:
+        with tempfile.TemporaryFile(dir=holder, prefix=".minibert-write-check-"):
+            pass
+    except OSError as e:
+        raise OutputPathError(f"{what} {path} cannot be written: {holder} does not accept new files "
+                              f"({e.strerror or e}); choose another path or fix its permissions") from None
     return path
 
 

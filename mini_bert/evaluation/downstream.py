@@ -24,6 +24,7 @@ Several seeds (head initialisation, dropout, batch order) give mean +- sample st
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -348,6 +349,24 @@ def format_sst2_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check_protocol(settings: dict) -> None:
+    """Fine-tuning settings that make sense, or a MiniBertError naming the flag: a rate of 0, below 0 or infinite
+    trains nothing or diverges, a batch of 0 rows divides by zero."""
+    lr, batch, warmup = settings["lr"], settings["batch_size"], settings["warmup_ratio"]
+    if not (math.isfinite(lr) and lr > 0):
+        raise MiniBertError(f"--lr must be a finite learning rate above 0 (the protocol's is {PROTOCOL['lr']}); "
+                            f"got {lr}")
+    if batch < 1:
+        raise MiniBertError(f"--batch-size must be >= 1 sentence (the protocol's is {PROTOCOL['batch_size']}); "
+                            f"got {batch}")
+    if not (0.0 <= warmup < 1.0):
+        raise MiniBertError(f"--warmup-ratio must lie in [0, 1): the share of steps spent warming up; got {warmup}")
+    if settings["patience"] < 1:
+        raise MiniBertError(f"--patience must be >= 1 dev evaluation; got {settings['patience']}")
+    if not (0.0 < settings["layer_lr_decay"] <= 1.0):
+        raise MiniBertError(f"--layer-lr-decay must lie in (0, 1] (1: off); got {settings['layer_lr_decay']}")
+
+
 def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int | None = None,
                              max_samples: int | None = None, seeds=(0, 1, 2), output=None, model=None, tokenizer=None,
                              log=print, train_set: str = "sentences", **kwargs) -> dict:
@@ -372,6 +391,7 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int | None =
     if kwargs.get("adapt_steps", 0) < 0:
         raise MiniBertError(f"--adapt-steps must be >= 0 (0 turns task-adaptive pretraining off); got "
                             f"{kwargs['adapt_steps']}")
+    check_protocol({"epochs": epochs, **settings})
     if train_set not in ("sentences", "glue"):
         raise MiniBertError(f"--train-set must be 'sentences' or 'glue'; got {train_set!r}")
     if kwargs.get("n_jobs", 1) < 1:

@@ -27,6 +27,7 @@ import numpy as np
 from ..core.attention import mask_bias
 from ..core.layers import layer_norm_forward
 from ..core.gradients import mlm_cross_entropy
+from ..errors import ConfigError
 
 BATCH_FIELDS = ("input_ids", "target_ids", "mask_positions", "attention_mask", "token_type_ids")
 
@@ -80,7 +81,8 @@ def segment_bounds(num_layers: int, segments: int | None) -> list[range]:
     """Split layers 0 .. L-1 into `segments` consecutive ranges (None: one per layer)."""
     segments = num_layers if segments is None else segments
     if not isinstance(segments, (int, np.integer)) or not 1 <= segments <= num_layers:
-        raise ValueError(f"segments must be an integer from 1 to num_layers={num_layers}; got {segments!r}")
+        raise ConfigError(f"segments (activation checkpointing) must be an integer from 1 to the model's "
+                          f"num_layers={num_layers}; got {segments!r}")
     edges = np.linspace(0, num_layers, segments + 1).round().astype(int)
     return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
 

@@ -123,3 +123,73 @@ def test_train_shortcut_flags_become_overrides(monkeypatch):
                   "model.num_layers=1"])
     assert seen["overrides"] == ["model.num_layers=1", "training.max_steps=7", "training.max_minutes=1.5",
                                  "training.output_dir=runs/x"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output paths and numeric flags are checked before any work: a missing checkpoint is not even looked at
+
+
+@pytest.mark.parametrize("command", [["probe-pos"], ["finetune-sst2"], ["knowledge"], ["evaluate"]])
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(command, tmp_path, capsys):
+    note = tmp_path / "notes.txt"
+    note.write_text("mine\n")
+    missing_checkpoint = str(tmp_path / "no-such-checkpoint")
+    for output, words in ((note / "result.json", ["lies under", "which is a file"]),
+                          (tmp_path, ["is a folder", "result.json"]),
+                          (Path("/proc/minibert/result.json"), ["cannot be written"])):
+        capsys.readouterr()
+        assert cli.main([*command, "--checkpoint", missing_checkpoint, "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"minibert {command[0]}: error: --output {output}"), err
+        assert all(w in err for w in words), err
+    assert note.read_text() == "mine\n"
+
+
+def test_evaluate_checks_both_report_files_before_the_work(tmp_path, capsys):
+    (tmp_path / "report.md").mkdir()                     # --output report.json also writes report.md
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "report.json")]) == 2
+    assert "report.md is a folder" in capsys.readouterr().err
+
+
+def test_analyze_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    note = tmp_path / "notes.txt"
+    note.write_text("mine\n")
+    assert cli.main(["analyze", "--checkpoint", str(tmp_path / "none"), "--output-dir", str(note)]) == 2
+    assert "--output-dir" in capsys.readouterr().err and note.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["finetune-sst2", "--batch-size", "0"], ["--batch-size", ">= 1"]),
+    (["finetune-sst2", "--epochs", "0"], ["--epochs", ">= 1"]),
+    (["finetune-sst2", "--adapt-steps", "-1"], ["--adapt-steps", ">= 0"]),
+    (["finetune-sst2", "--jobs", "0"], ["--jobs", ">= 1"]),
+    (["probe-pos", "--max-fit-words", "-5"], ["--max-fit-words", ">= 1"]),
+    (["knowledge", "--seed", "-1"], ["--seed", ">= 0"]),
+    (["profile", "--threads", "-1"], ["--threads", ">= 0"]),
+    (["memory", "--segments", "0"], ["--segments", ">= 1"]),
+    (["train", "--max-steps", "0"], ["--max-steps", ">= 1"]),
+    (["finetune-sst2", "--batch-size", "many"], ["--batch-size", "expected an integer"]),
+])
+def test_counts_out_of_range_are_usage_errors(argv, words, capsys, tmp_path):
+    needs_checkpoint = argv[0] in ("finetune-sst2", "probe-pos", "knowledge")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv + (["--checkpoint", str(tmp_path)] if needs_checkpoint else []))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err
+
+
+@pytest.mark.parametrize("setting, value, words", [
+    ("lr", -1.0, ["--lr", "finite learning rate above 0"]),
+    ("lr", float("inf"), ["--lr", "finite"]),
+    ("lr", 0.0, ["--lr", "above 0"]),
+    ("warmup_ratio", 1.5, ["--warmup-ratio", "[0, 1)"]),
+    ("layer_lr_decay", 0.0, ["--layer-lr-decay", "(0, 1]"]),
+])
+def test_fine_tuning_settings_that_make_no_sense_are_refused_before_loading(setting, value, words, tmp_path):
+    from mini_bert.errors import MiniBertError
+    from mini_bert.evaluation.downstream import finetune_sst2_checkpoint
+
+    with pytest.raises(MiniBertError) as err:          # the checkpoint does not exist: it is never opened
+        finetune_sst2_checkpoint(tmp_path / "none", **{setting: value})
+    assert all(w in str(err.value) for w in words), err.value
