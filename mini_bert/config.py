@@ -213,6 +213,14 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
+    @model_validator(mode="after")
+    def _check_rows_fit_the_model(self) -> "RunConfig":
+        if self.data.max_seq_len > self.model.max_position_embeddings:
+            raise ConfigError(f"data.max_seq_len={self.data.max_seq_len} is longer than the model's "
+                              f"{self.model.max_position_embeddings} positions (model.max_position_embeddings); "
+                              f"lower data.max_seq_len or raise model.max_position_embeddings")
+        return self
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Files and overrides
@@ -227,7 +235,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling; `minibert config` prints every valid key)"
-        lines.append(f"  {path}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else ""))
+        msg = msg.removeprefix("Value error, ")
+        shown = e["type"] != "extra_forbidden" and e["loc"] and not isinstance(e["input"], dict)
+        lines.append(f"  {path}: {msg}" + (f" (got {e['input']!r})" if shown else ""))
     return "\n".join(lines)
 
 
@@ -253,13 +263,21 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _expand(data: dict, path: Path) -> dict:
-    """`model: small` (a string) names configs/model/small.yaml; `extends: other.yaml` merges a base file first."""
+def _expand(data: dict, path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """`model: small` (a string) names configs/model/small.yaml; `extends: other.yaml` merges a base file first.
+    `chain` is the files already being expanded: a file that extends itself, directly or not, is an error."""
     data = dict(data)
+    chain = chain + (Path(path).resolve(),)
     base = data.pop("extends", None)
     if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: extends must name one YAML file (got {base!r})")
         base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
-        data = _deep_merge(_expand(_read_yaml(base_path), base_path), data)
+        if base_path.resolve() in chain:
+            cycle = " -> ".join(str(p) for p in chain + (base_path.resolve(),))
+            raise ConfigError(f"{path}: `extends` loops back to a file it came from ({cycle}); remove one of the "
+                              f"extends lines")
+        data = _deep_merge(_expand(_read_yaml(base_path), base_path, chain), data)
     if isinstance(data.get("model"), str):
         model_path = CONFIG_DIR / "model" / f"{data['model']}.yaml"
         if not model_path.exists():

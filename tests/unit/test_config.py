@@ -154,6 +154,28 @@ def test_extends_merges_nested_sections(tmp_path):
     assert cfg.model.hidden_size == 128
 
 
+def test_an_extends_cycle_is_named_not_a_recursion_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\ntraining:\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"loops back.*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "self.yaml").write_text("extends: self.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "self.yaml")
+    (tmp_path / "list.yaml").write_text("extends: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="extends must name one YAML file"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_rows_longer_than_the_models_positions_are_refused_with_both_settings():
+    with pytest.raises(ConfigError) as err:
+        load_config("debugging", ["data.max_seq_len=128"])
+    message = str(err.value)
+    assert "data.max_seq_len=128" in message and "model.max_position_embeddings" in message
+    assert "'vocab_size'" not in message                 # the message names the two settings, not the whole config
+    assert load_config("debugging", ["data.max_seq_len=64"]).data.max_seq_len == 64
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # key=value overrides
 
