@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, ModelConfig
+from ..errors import InputError
 from .attention import attention_forward, mask_bias
 from .embeddings import bert_embeddings_forward
 from .layers import ffn_forward, layer_norm_forward, linear_forward
@@ -106,7 +107,7 @@ class MiniBERT:
         return load_pretrained_weights(model, path)
 
     # ----------------------------------------------------------------------------------------------------------
-    # Input checks: a clear ValueError that names the problem and the limit.
+    # Input checks: a clear InputError (a ValueError) that names the problem and the limit.
 
     def _as_array(self, a, dtype=None):
         """`a` as an array of the parameters' array module (NEP 35 `like=`): NumPy normally; with the buffer on a
@@ -117,40 +118,44 @@ class MiniBERT:
         cfg = self.config
         input_ids = self._as_array(input_ids)
         if input_ids.ndim != 2:
-            raise ValueError(
+            raise InputError(
                 f"input_ids must have shape (batch, seq_len); got shape {input_ids.shape}. "
                 "Wrap a single sequence as ids[None, :]."
             )
         if not np.issubdtype(input_ids.dtype, np.integer):
-            raise ValueError(f"input_ids must be integers; got dtype {input_ids.dtype}")
+            raise InputError(f"input_ids must be integers; got dtype {input_ids.dtype}")
         B, T = input_ids.shape
         if T == 0 or B == 0:
-            raise ValueError(f"input_ids is empty (shape {input_ids.shape})")
+            raise InputError(f"input_ids is empty (shape {input_ids.shape})")
         if T > cfg.max_position_embeddings:
-            raise ValueError(
+            raise InputError(
                 f"sequence length {T} exceeds max_position_embeddings={cfg.max_position_embeddings}; "
                 "truncate or split the input"
             )
         lo, hi = int(input_ids.min()), int(input_ids.max())
         if lo < 0 or hi >= cfg.vocab_size:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size - 1}]")
+            raise InputError(f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size - 1}]")
         if attention_mask is not None:
             attention_mask = self._as_array(attention_mask)
             if attention_mask.shape != input_ids.shape:
-                raise ValueError(
+                raise InputError(
                     f"attention_mask has shape {attention_mask.shape}, expected {input_ids.shape} like input_ids"
                 )
+            if attention_mask.dtype != bool and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+                bad = attention_mask[(attention_mask != 0) & (attention_mask != 1)][0]
+                raise InputError(f"attention_mask holds {bad.item()!r}; it must be 1 for a real token and 0 for "
+                                 f"padding (or booleans)")
         if token_type_ids is None:
             token_type_ids = np.zeros_like(input_ids)
         else:
             token_type_ids = self._as_array(token_type_ids)
             if token_type_ids.shape != input_ids.shape:
-                raise ValueError(
+                raise InputError(
                     f"token_type_ids has shape {token_type_ids.shape}, expected {input_ids.shape} like input_ids"
                 )
             if token_type_ids.min() < 0 or token_type_ids.max() >= cfg.type_vocab_size:
-                raise ValueError(f"token_type_ids must lie in [0, {cfg.type_vocab_size - 1}]")
+                raise InputError(f"token_type_ids must lie in [0, {cfg.type_vocab_size - 1}]")
         return input_ids, attention_mask, token_type_ids
 
     # ----------------------------------------------------------------------------------------------------------
