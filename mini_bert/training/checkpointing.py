@@ -26,6 +26,7 @@ import yaml
 
 from ..config import RunConfig
 from ..errors import CheckpointError
+from .step import first_nonfinite
 
 STEP_PREFIX = "step_"
 TRASH_PREFIX = ".deleting-"     # a pruned checkpoint on its way out
@@ -119,9 +120,26 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     return latest
 
 
-def load_checkpoint(path: str | Path, need_tokenizer: bool = True) -> Checkpoint:
+def check_tensors(file: Path, tensors: dict, dtype: np.dtype, allow_nonfinite: bool = False) -> None:
+    """Every tensor of `file` in the run's dtype and finite: a checkpoint that `minibert train` wrote always is, so
+    anything else was written by other code or damaged, and converting or using it silently would hide that."""
+    for name, a in tensors.items():
+        if a.dtype != dtype:
+            raise CheckpointError(f"{file}: tensor {name!r} is {a.dtype}, but the run's model.dtype is {dtype}; "
+                                  f"Mini-BERT writes every tensor as {dtype}. Convert the file (every array "
+                                  f".astype({str(dtype)!r})) or use a checkpoint written by `minibert train`")
+    if not allow_nonfinite:
+        bad = first_nonfinite(tensors.items())
+        if bad is not None:
+            raise CheckpointError(f"{file}: tensor {bad!r} holds NaN or infinite values (what a diverged run "
+                                  f"leaves); use an earlier checkpoint of the run, or load_checkpoint(..., "
+                                  f"allow_nonfinite=True) to inspect it")
+
+
+def load_checkpoint(path: str | Path, need_tokenizer: bool = True, allow_nonfinite: bool = False) -> Checkpoint:
     """Load a checkpoint folder (or a run folder's best, else latest: `resolve_checkpoint_dir`). Every problem is a
-    CheckpointError that names the file."""
+    CheckpointError that names the file: a missing or damaged file, a config that does not validate, tensors of
+    another dtype or shape than the config's, and non-finite weights or optimizer state (unless allow_nonfinite)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -132,17 +150,28 @@ def load_checkpoint(path: str | Path, need_tokenizer: bool = True) -> Checkpoint
     if not cfg_file.exists():
         raise CheckpointError(f"{cfg_file} is missing: this is not a Mini-BERT checkpoint")
     try:
-        config = RunConfig(**(yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}))
+        raw = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{cfg_file} holds a {type(raw).__name__}, not a mapping of settings: this is not "
+                                  f"a Mini-BERT run configuration; use a checkpoint written by `minibert train`")
+        config = RunConfig(**raw)
+    except CheckpointError:
+        raise
     except (yaml.YAMLError, ValueError) as e:
         raise CheckpointError(f"{cfg_file} is not a valid run configuration: {e}") from None
     model = MiniBERT(config.model, seed=config.training.seed)
     weights = path / "model.safetensors"
     try:
         state = load_file(str(weights))
+    except TypeError as e:                      # a dtype NumPy has no type for, such as bfloat16
+        raise CheckpointError(f"{weights} holds tensors NumPy cannot read ({e}); Mini-BERT checkpoints are "
+                              f"{config.model.dtype}: convert the file, or use a checkpoint written by "
+                              f"`minibert train`") from None
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(
             f"{weights} is truncated or corrupt ({e}); use another checkpoint of the run "
             f"(e.g. an earlier step_* folder or best/)") from None
+    check_tensors(weights, state, np.dtype(config.model.dtype), allow_nonfinite)
     try:
         model.load_state_dict(state, strict=True)
     except ValueError as e:
@@ -163,6 +192,8 @@ def load_checkpoint(path: str | Path, need_tokenizer: bool = True) -> Checkpoint
     opt_file = path / "optimizer.safetensors"
     if opt_file.exists():
         optimizer_state, optimizer_kind = _load_optimizer_state(opt_file)
+        check_tensors(opt_file, {k: v for k, v in optimizer_state.items() if isinstance(v, np.ndarray)},
+                      np.dtype(config.model.dtype), allow_nonfinite)
     state_file = path / "trainer_state.json"
     try:
         trainer_state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.exists() else {}

@@ -21,8 +21,10 @@ across threads in a fixed way, so a resumed run repeats the uninterrupted run's 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -34,9 +36,9 @@ import numpy as np
 from ..config import RunConfig
 from ..core.model import MiniBERT
 from ..data.tokenizer import CONTINUATION
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError
 from .advanced_optimizers import AdaptiveGradientClipper, Lion, Lookahead
-from ..data.sources import atomic_write_text
+from ..data.sources import atomic_write_text, check_output_path
 from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
                             set_rng_state)
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
@@ -91,13 +93,20 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
     (`mixture_rows`); its validation rows are each corpus' held-out rows in the same shares."""
     from ..config import parse_corpus
     from ..data.batches import MLMBatches, fixed_validation_batches, mixture_rows, pack_corpus
-    from ..data.corpora import corpus_lines
+    from ..data.corpora import HOLDOUT_EVERY, corpus_lines
     from ..data.tokenizer import WordPieceTokenizer
 
     d, m, t = cfg.data, cfg.model, cfg.training
     components = parse_corpus(d.corpus)
     train_text = [corpus_lines(c.name, "train", d.data_dir) for c in components]
     valid_text = [corpus_lines(c.name, "valid", d.data_dir) for c in components]
+    for c, train_lines, valid_lines in zip(components, train_text, valid_text):
+        if not any(line.strip() for line in train_lines):
+            n = len(train_lines) + len(valid_lines)
+            raise DataError(f"data.corpus {c.name!r} has {n} line(s) and no training text once its held-out lines "
+                            f"are set aside (every {HOLDOUT_EVERY}th line, or the last one of a shorter corpus); "
+                            f"give it more lines: one line per sentence or paragraph, a few thousand at least for "
+                            f"a useful vocabulary")
     if tokenizer is None:
         tokenizer = WordPieceTokenizer.load(d.tokenizer) if d.tokenizer else corpus_tokenizer(
             [line for lines in train_text for line in lines], m.vocab_size, d.lowercase, log)
@@ -255,7 +264,7 @@ class Trainer:
         keep_freed_memory()
         self.cfg, self.log, self.progress = cfg, log, progress
         t = cfg.training
-        self.run_dir = Path(t.output_dir)
+        self.run_dir = check_output_path(t.output_dir, "training.output_dir", folder=True)   # before data prep
         existing = latest_checkpoint(self.run_dir)
         if resume and existing is None:
             raise CheckpointError(f"--resume: no checkpoint in {self.run_dir}; start a new run without --resume "
@@ -388,10 +397,30 @@ class Trainer:
                                    f"written and the last good checkpoint is untouched. Lower training.lr, raise "
                                    f"training.warmup_ratio, or keep training.grad_clip > 0.")
         path = self.run_dir / (name or f"step_{self.state['step']:07d}")
-        save_checkpoint(path, self.cfg, self.model, self.tokenizer, self.optimizer, self._trainer_state())
+        try:
+            self._sync_logs()       # the metrics a checkpoint covers are on disk before the checkpoint is
+            save_checkpoint(path, self.cfg, self.model, self.tokenizer, self.optimizer, self._trainer_state())
+        except OSError as e:
+            raise self._unwritable(e, path) from None
         if name is None:
             prune_checkpoints(self.run_dir, self.cfg.training.keep_last, self.cfg.training.keep_every)
         return path
+
+    def _unwritable(self, e: OSError, what: Path) -> BaseException:
+        """A full disk (or quota, or a filesystem turned read-only) as the message it deserves; else `e` itself."""
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return e
+        last = latest_checkpoint(self.run_dir)
+        kept = f"the last checkpoint, {last.name}, is intact" if last else "no checkpoint had been written yet"
+        return CheckpointError(f"could not write {what}: {e.strerror}; {kept}. Free space, then continue with "
+                               f"--resume (it sets aside anything half-written)")
+
+    def _sync_logs(self) -> None:
+        """flush and fsync metrics.jsonl and metrics.csv (each line is already flushed when written)."""
+        for f in (getattr(self, "_jsonl", None), getattr(self, "_csv_file", None)):
+            if f is not None and not f.closed:
+                f.flush()
+                os.fsync(f.fileno())
 
     def _open_logs(self):
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -430,10 +459,13 @@ class Trainer:
                 self.log("training.tensorboard is on but tensorboardX is not installed: pip install 'mini-bert[tensorboard]'")
 
     def _write_metrics(self, record: dict) -> None:
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
-        self._csv.writerow(record)
-        self._csv_file.flush()
+        try:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+            self._csv.writerow(record)
+            self._csv_file.flush()
+        except OSError as e:     # a torn line may be left: --resume drops it (see _open_logs)
+            raise self._unwritable(e, self.run_dir / "metrics.jsonl") from None
         if self._tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):

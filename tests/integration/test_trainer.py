@@ -635,3 +635,137 @@ def test_a_kill_during_pruning_never_leaves_a_half_deleted_checkpoint_that_count
         load_checkpoint(run / name)                        # and every listed one is whole
     checkpointing.prune_checkpoints(run, keep_last=1)      # the next prune clears what the kill left
     assert not [p for p in run.iterdir() if p.name.startswith(checkpointing.TRASH_PREFIX)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output paths are checked before the data is prepared; checkpoints are checked tensor by tensor
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "unwritable"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_data(corpus, tmp_path, capsys, where,
+                                                                           monkeypatch):
+    note = tmp_path / "notes.txt"
+    note.write_text("mine\n")
+    out = {"a file": note, "under a file": note / "run", "unwritable": Path("/proc/minibert-run")}[where]
+    prepared = []
+    monkeypatch.setattr("mini_bert.training.trainer.prepare_data", lambda *a, **k: prepared.append(1))
+    _refused(capsys, tiny(corpus, out), ["training.output_dir", str(out)])
+    assert not prepared                                   # refused before any data preparation
+    assert note.read_text() == "mine\n"
+
+
+def test_a_one_line_corpus_is_named_instead_of_an_empty_vocabulary(corpus, tmp_path, capsys):
+    one = tmp_path / "one.txt"
+    one.write_text("a single line of text for the whole corpus\n")
+    out = _out_dir_with_a_note(tmp_path)
+    _refused(capsys, tiny(corpus, out) + [f"data.corpus={one}"], [str(one), "1 line(s)", "held-out"], keep=out)
+
+
+def _copy_with_tensors(src: Path, dst: Path, change) -> Path:
+    """A copy of checkpoint `src` whose model tensors went through `change` (a dict -> dict of arrays)."""
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    save_file(change(load_file(str(weights))), str(weights))
+    return dst
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
+def test_weights_of_another_dtype_are_refused_by_name(reference, tmp_path, dtype):
+    ck = _copy_with_tensors(reference / "best", tmp_path / "ck", lambda w: {k: v.astype(dtype) for k, v in w.items()})
+    with pytest.raises(CheckpointError, match=rf"is {np.dtype(dtype).name}, but the run's model.dtype is float32"):
+        load_checkpoint(ck)
+
+
+def test_weights_numpy_cannot_read_are_refused(reference, tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+    from safetensors.torch import save_file
+
+    ck = tmp_path / "ck"
+    shutil.copytree(reference / "best", ck)
+    weights = ck / "model.safetensors"
+    save_file({k: torch.from_numpy(v).to(torch.bfloat16) for k, v in load_file(str(weights)).items()}, str(weights))
+    with pytest.raises(CheckpointError, match="NumPy cannot read.*bfloat16"):
+        load_checkpoint(ck)
+
+
+def test_optimizer_state_of_another_dtype_is_refused(reference, tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    ck = tmp_path / "ck"
+    shutil.copytree(latest_checkpoint(reference), ck)
+    opt = ck / "optimizer.safetensors"
+    with safe_open(str(opt), framework="numpy") as f:
+        metadata = f.metadata()
+    save_file({k: v.astype(np.float64) for k, v in load_file(str(opt)).items()}, str(opt), metadata=metadata)
+    with pytest.raises(CheckpointError, match=r"optimizer.safetensors: tensor 'm' is float64"):
+        load_checkpoint(ck)
+
+
+def test_non_finite_weights_are_refused_unless_asked(reference, tmp_path):
+    def poison(w):
+        name = sorted(w)[0]
+        w[name].flat[0] = np.nan
+        return w
+
+    ck = _copy_with_tensors(reference / "best", tmp_path / "ck", poison)
+    with pytest.raises(CheckpointError, match="NaN or infinite.*allow_nonfinite=True"):
+        load_checkpoint(ck)
+    assert np.isnan(load_checkpoint(ck, allow_nonfinite=True).model.store.flat).any()
+
+
+def test_a_checkpoint_config_that_is_not_a_mapping_is_named(reference, tmp_path):
+    ck = tmp_path / "ck"
+    shutil.copytree(reference / "best", ck)
+    (ck / "config.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(CheckpointError, match="holds a list, not a mapping"):
+        load_checkpoint(ck)
+
+
+def test_a_full_disk_while_checkpointing_is_a_message_and_the_run_resumes_exactly(corpus, reference, tmp_path,
+                                                                                 capsys, monkeypatch):
+    """ENOSPC in the middle of step 15's checkpoint: exit 2 naming the folder and the intact checkpoint, nothing
+    half-written left, and --resume (space freed) repeats the uninterrupted run's losses."""
+    import errno
+
+    from mini_bert.training import trainer as trainer_module
+
+    run = tmp_path / "run"
+    real_save = trainer_module.save_checkpoint
+
+    def fills_the_disk(path, *args, **kwargs):
+        if Path(path).name == "step_0000015":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", fills_the_disk)
+    capsys.readouterr()
+    assert train(*tiny(corpus, run)) == 2
+    err = capsys.readouterr().err
+    assert "step_0000015" in err and "No space left on device" in err
+    assert "step_0000010, is intact" in err and "--resume" in err
+    assert latest_checkpoint(run).name == "step_0000010"
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    assert train("--resume", *tiny(corpus, run)) == 0
+    assert loss_curve(run) == loss_curve(reference)
+
+
+def test_metrics_are_fsynced_before_each_checkpoint(corpus, tmp_path, monkeypatch):
+    import mini_bert.training.trainer as trainer_module
+
+    synced, real_fsync = [], os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    if not Path("/proc/self/fd").exists():
+        pytest.skip("reads file names from /proc/self/fd (Linux)")
+    monkeypatch.setattr(trainer_module.os, "fsync", recording_fsync)
+    assert train(*tiny(corpus, tmp_path / "run", max_steps=10)) == 0
+    # at each of the two step checkpoints (and best/), both logs are on disk first
+    assert synced.count("metrics.jsonl") >= 2 and synced.count("metrics.csv") >= 2
