@@ -61,6 +61,7 @@ def save_checkpoint(path: str | Path, config: RunConfig, model, tokenizer, optim
     # a writer of this checkpoint killed mid-write (SIGKILL) left its temporary folder: remove it
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    restore_replaced(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
@@ -88,6 +89,17 @@ def save_checkpoint(path: str | Path, config: RunConfig, model, tokenizer, optim
         os.replace(tmp, path)
     _fsync_dir(path.parent)
     return path
+
+
+def restore_replaced(path: Path) -> None:
+    """Finish a replacement of checkpoint `path` that a kill interrupted. save_checkpoint moves the old folder
+    aside (.NAME.old-PID) before renaming the new one into place: killed between the two renames, `path` is missing
+    and the old folder is its last complete version, so it goes back; killed after them, the old one is garbage."""
+    for old in sorted(path.parent.glob(f".{path.name}.old-*")):
+        if not path.exists() and (old / "trainer_state.json").exists():
+            os.replace(old, path)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def list_step_checkpoints(run_dir: str | Path) -> list[Path]:

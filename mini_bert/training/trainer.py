@@ -39,8 +39,8 @@ from ..data.tokenizer import CONTINUATION
 from ..errors import CheckpointError, ConfigError, DataError
 from .advanced_optimizers import AdaptiveGradientClipper, Lion, Lookahead
 from ..data.sources import atomic_write_text, check_output_path
-from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
-                            set_rng_state)
+from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, restore_replaced, rng_state,
+                            save_checkpoint, set_rng_state)
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
 from .optimizer import AdamW, clip_grad_norm, layer_wise_lr_scales, decay_mask
 from .scheduler import lr_at
@@ -285,6 +285,7 @@ class Trainer:
         self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
         self._lock = RunFolderLock(self.run_dir)           # before the first byte is written into the run folder
         try:
+            restore_replaced(self.run_dir / "best")   # a kill while best/ was being replaced must not lose it
             # checked again under the lock: another run may have written its first checkpoint meanwhile
             if not resume and latest_checkpoint(self.run_dir) is not None:
                 raise CheckpointError(f"{self.run_dir} already holds a run; nothing was overwritten. Resume it with "

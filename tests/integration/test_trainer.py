@@ -769,3 +769,20 @@ def test_metrics_are_fsynced_before_each_checkpoint(corpus, tmp_path, monkeypatc
     assert train(*tiny(corpus, tmp_path / "run", max_steps=10)) == 0
     # at each of the two step checkpoints (and best/), both logs are on disk first
     assert synced.count("metrics.jsonl") >= 2 and synced.count("metrics.csv") >= 2
+
+
+def test_a_kill_between_the_two_renames_of_best_loses_nothing(reference, tmp_path):
+    """save_checkpoint moves the old best/ aside, then renames the new one into place. Killed in between, best/ is
+    missing and the old one is its last complete version: the next save (or a resumed run) puts it back."""
+    from mini_bert.training.checkpointing import restore_replaced
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    before = snapshot(run / "best")
+    os.replace(run / "best", run / ".best.old-4242")            # what the kill leaves
+    shutil.copytree(latest_checkpoint(run), run / ".best.tmp-4242")          # the new one, half written
+    restore_replaced(run / "best")
+    assert snapshot(run / "best") == before and not list(run.glob(".best.old-*"))
+    (run / ".best.old-4243").mkdir()                            # killed after both renames: garbage
+    restore_replaced(run / "best")
+    assert snapshot(run / "best") == before and not list(run.glob(".best.old-*"))
