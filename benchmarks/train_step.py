@@ -5,7 +5,9 @@
 
 Batch 64 x 64 (the recipe's rows) of the notes' model with dropout on, 15% masking, logits at masked positions only
 (both sides). The two are run alternately in one invocation, so that machine load affects both alike; it prints the median
-step time, tokens/s and the ratio NumPy / PyTorch. PyTorch (optional extra `reference`) is skipped if absent.
+step time, tokens/s, the ratio NumPy / PyTorch, and the GEMM-only floor: the same step's matrix products alone
+(shapes, transpositions and thread split as the model runs them), so each run says how close the step is to what
+its BLAS allows. PyTorch (optional extra `reference`) is skipped if absent.
 """
 
 from __future__ import annotations
@@ -79,6 +81,63 @@ def torch_step_fn(cfg, batch):
     return step
 
 
+def gemm_operands(cfg, rows: int, seq: int, masked: int, rng) -> list[tuple]:
+    """Every matrix product of one training step of `rows` x `seq` tokens with `masked` masked positions, as the
+    model runs them (core/layers.py, core/attention.py, the tied decoder in core/gradients.py): (a, b, out) with the
+    same shapes, transpositions (views, as the code passes them) and float32 dtype. Forward then backward."""
+    D, F, H, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.vocab_size
+    N, d, M, B, T = rows * seq, cfg.hidden_size // cfg.num_heads, masked, rows, seq
+    r = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
+    out = lambda a, b: np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),  # noqa: E731
+                                np.float32)
+    pairs = []
+    for _ in range(cfg.num_layers):
+        heads = r(B, H, T, d)
+        scores = r(B, H, T, T)
+        pairs += [(r(N, D), r(D, 3 * D)),                          # qkv = x W_QKV
+                  (heads, r(B, H, T, d).transpose(0, 1, 3, 2)),     # S = Q K^T
+                  (scores, heads),                                  # C = A V
+                  (r(N, D), r(D, D)),                               # out = C W_O
+                  (r(N, D), r(D, F)), (r(N, F), r(F, D))]           # FFN
+        pairs += [(r(N, D), r(F, D).T), (r(N, F).T, r(N, D)),      # FFN2: dx = dy W2^T, dW2 = x^T dy
+                  (r(N, F), r(D, F).T), (r(N, D).T, r(N, F)),      # FFN1
+                  (r(N, D), r(D, D).T), (r(N, D).T, r(N, D)),      # W_O
+                  (scores.transpose(0, 1, 3, 2), heads),            # dV = A^T dC
+                  (heads, r(B, H, T, d).transpose(0, 1, 3, 2)),     # dA = dC V^T
+                  (scores, heads), (scores.transpose(0, 1, 3, 2), heads),   # dQ = dS K, dK = dS^T Q
+                  (r(N, 3 * D), r(D, 3 * D).T), (r(N, D).T, r(N, 3 * D))]  # W_QKV
+    pairs += [(r(M, D), r(D, D)), (r(M, D), r(V, D).T),              # MLM head: transform, tied decoder
+              (r(M, V), r(V, D)), (r(M, V).T, r(M, D)),             # decoder: dx = dy E, dE = dy^T x
+              (r(M, D), r(D, D).T), (r(M, D).T, r(M, D))]           # transform
+    return [(a, b, out(a, b)) for a, b in pairs]
+
+
+def gemm_floor_fn(cfg, batch, threads: int):
+    """A step of matrix products only: each thread runs the products of its row block, as GradientWorker splits
+    the batch, with BLAS on one thread per worker (or all cores when threads == 1). Nothing else is timed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mini_bert.training.step import split_batch
+
+    rng = np.random.default_rng(0)
+    blocks = [gemm_operands(cfg, p.input_ids.shape[0], p.input_ids.shape[1], int(p.mask_positions.sum()), rng)
+              for p in split_batch(batch, threads)]
+    pool = ThreadPoolExecutor(len(blocks)) if len(blocks) > 1 else None
+
+    def run(products):
+        for a, b, o in products:
+            np.matmul(a, b, out=o)
+
+    def step():
+        if pool is None:
+            run(blocks[0])
+        else:
+            list(pool.map(run, blocks))
+
+    step.flops = sum(2 * o.size * a.shape[-1] for products in blocks for a, _, o in products)
+    return step
+
+
 def cpu_model() -> str:
     """The CPU's model name (lscpu's "Model name"), or the platform's processor string."""
     try:
@@ -144,6 +203,8 @@ def main() -> None:
     if args.analysis_every:
         runners[f"numpy+analysis/{args.analysis_every}"] = numpy_step_fn(cfg, batch, args.threads,
                                                                         args.analysis_every)[0]
+    floor = gemm_floor_fn(cfg, batch, args.threads)
+    runners["GEMM-only floor"] = floor
     try:
         runners["torch"] = torch_step_fn(cfg, batch)
     except ImportError:
@@ -170,6 +231,10 @@ def main() -> None:
         if name.startswith("numpy ") and "x" in name:
             rate = lambda n: tokens_of[n] / statistics.median(times[n])  # noqa: E731
             print(f"  tokens/s, {args.batch}x{args.seq} against {name[6:]}: {rate('numpy') / rate(name):.3f}x")
+    floor_s = statistics.median(times["GEMM-only floor"])
+    print(f"  NumPy step / its GEMM-only floor: {statistics.median(times['numpy']) / floor_s:.2f}x "
+          f"(the floor: {floor.flops / 1e9:.2f} GFLOP in {floor_s * 1000:.1f} ms = {floor.flops / floor_s / 1e9:.0f} "
+          f"GFLOP/s)")
     if "torch" in times:
         ratio = statistics.median(times["numpy"]) / statistics.median(times["torch"])
         print(f"  NumPy / PyTorch step time: {ratio:.2f}x")
