@@ -301,7 +301,7 @@ class Trainer:
 
     def _start(self, cfg: RunConfig, resume: bool, monitor) -> None:
         t, world, log = cfg.training, self.world, self.log
-        world.check_same("configuration", {"config": cfg.model_dump(), "resume": resume})
+        world.check_same("configuration", {**cfg.model_dump(), "--resume": resume})
         self.device = resolve_device(t.device)               # before any work: a missing CuPy or GPU is a ConfigError
         if world.size > 1:
             check_distributed(cfg, world.size)
@@ -557,8 +557,9 @@ class Trainer:
         window_tokens, window_t0 = 0, time.perf_counter()
         stop_reason = "max_steps"
         last_eval: dict = {}
-        # one BLAS thread per worker when the batch is split across threads; else let BLAS use the cores
-        limits = threadpool_limits(1) if self.threads > 1 else nullcontext()
+        # one BLAS thread per worker when the batch is split across threads or processes (MPI ranks share the
+        # machine's cores); else let BLAS use the cores
+        limits = threadpool_limits(1) if self.threads > 1 or self.world.size > 1 else nullcontext()
         try:
             with limits:
                 while self.state["step"] < self.max_steps:
