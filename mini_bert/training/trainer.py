@@ -303,6 +303,11 @@ class Trainer:
         t, world, log = cfg.training, self.world, self.log
         world.check_same("configuration", {**cfg.model_dump(), "--resume": resume})
         self.device = resolve_device(t.device)               # before any work: a missing CuPy or GPU is a ConfigError
+        if self.device.name != "cpu":
+            if t.analysis_every:
+                raise ConfigError(f"training.analysis_every > 0 reads activations with NumPy on the host; it is not "
+                                  f"available with training.device={t.device}")
+            log(f"device: {self.device.describe()}")
         if world.size > 1:
             check_distributed(cfg, world.size)
         self.run_dir = Path(t.output_dir)
