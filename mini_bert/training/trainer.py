@@ -6,6 +6,8 @@ periodic held-out evaluation, metrics (JSONL, CSV, optional TensorBoard), atomic
 
 Data flow from the CLI: cli/train.py `run_train` -> `Trainer.train` -> `Trainer.train_step` -> training/step.py
 `GradientWorker.loss_and_gradients` -> core/gradients.py `MiniBERTGradients.backward_from_logits`.
+Under `mpirun -n N` each rank trains on its rows of every batch and one Allreduce sums the gradients
+(training/distributed.py, `self.world`); training.device=cuda puts the buffers on a GPU (training/device.py).
 
 Phase 3 options (all off by default; see `build_optimizer` and `prepare_data`): training.optimizer=lion,
 training.lookahead_k (Lookahead around it), training.agc_clip (unit-wise adaptive gradient clipping, before the
@@ -330,7 +332,8 @@ class Trainer:
             self.model = MiniBERT(cfg.model, seed=t.seed)
         with world.root_first():              # rank 0 trains and caches the tokenizer; the other ranks reuse it
             self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
-        world.check_same("data (tokenizer and training rows)", data_digest(self.tokenizer, self.stream))
+        if world.size > 1:                     # the digest reads every row: only where there is something to compare
+            world.check_same("data (tokenizer and training rows)", data_digest(self.tokenizer, self.stream))
         if world.is_root:
             self._lock = RunFolderLock(self.run_dir)       # before the first byte is written into the run folder
         # checked again under the lock: another run may have written its first checkpoint meanwhile
