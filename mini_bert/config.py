@@ -183,6 +183,7 @@ class TrainingConfig(_Strict):
     seed: int = 0
     output_dir: str = "runs/default"
     threads: int = Field(2, ge=1)                       # the batch is split across this many threads
+    device: Literal["cpu", "cuda"] = "cpu"              # cuda: CuPy on a GPU (pip install 'mini-bert[gpu]')
     analysis_every: int = Field(0, ge=0)                # 0: no in-training analysis (costs nothing)
     tensorboard: bool = False
     # Phase 3 optimisation options (training/advanced_optimizers.py); the defaults are plain AdamW

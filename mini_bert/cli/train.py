@@ -24,19 +24,28 @@ def add_parser(sub, common) -> None:
 
 def run_train(args) -> int:
     from ..config import load_config
+    from ..errors import MiniBertError
     from ..training.checkpointing import latest_checkpoint
+    from ..training.distributed import RankLost, detect_world
     from ..training.trainer import Trainer, TrainingDiverged
 
     for flag, key in (("max_steps", "training.max_steps"), ("max_minutes", "training.max_minutes"),
                       ("output_dir", "training.output_dir")):
         if getattr(args, flag) is not None:
             args.overrides.append(f"{key}={getattr(args, flag)}")
-    cfg = load_config(args.config, args.overrides)
-    monitor = None
-    if cfg.training.analysis_every:
-        from ..analysis.issues import TrainingMonitor
-        monitor = TrainingMonitor(every=cfg.training.analysis_every)
-    trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress, monitor=monitor)
+    world = detect_world()                  # one process, or this process' rank under mpirun
+    try:
+        with world.startup():               # MPI: a mistake on any rank stops all of them (one message, exit 2)
+            cfg = load_config(args.config, args.overrides)
+        monitor = None
+        if cfg.training.analysis_every:
+            from ..analysis.issues import TrainingMonitor
+            monitor = TrainingMonitor(every=cfg.training.analysis_every)
+        trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress, monitor=monitor, world=world)
+    except MiniBertError:
+        if world.is_root:
+            raise                           # printed once, by rank 0; every rank exits with 2
+        return 2
     m = trainer.model
     trainer.log(f"model: {m.num_parameters:,} parameters ({cfg.model.num_layers} layers, hidden {cfg.model.hidden_size}, "
                 f"{cfg.model.activation}, {cfg.model.norm_position}-LN); run folder {trainer.run_dir}")
@@ -45,6 +54,12 @@ def run_train(args) -> int:
     except TrainingDiverged as e:
         print(f"minibert train: stopped: {e}", file=sys.stderr)
         return 3
+    except RankLost as e:
+        last = latest_checkpoint(trainer.run_dir)
+        print(f"minibert train: stopped: {e}" + (f"; the last is {last}" if last else "")
+              + f". Continue with `mpirun -n N python -m mini_bert train --resume` and the same settings.",
+              file=sys.stderr, flush=True)
+        return 1
     trainer.log(json.dumps({k: v for k, v in summary.items() if k != "issues"}, indent=None))
     for issue in summary.get("issues", []):
         trainer.log(f"issue: {issue}")

@@ -50,7 +50,7 @@ class Lion:
         self.lr, self.beta1, self.beta2, self.weight_decay = lr, betas[0], betas[1], weight_decay
         dtype = params_flat.dtype
         self.decay = (decay_mask * weight_decay).astype(dtype)        # weight_decay * mask, precomputed
-        self.lr_scale = None if lr_scale is None else np.asarray(lr_scale, dtype=dtype)
+        self.lr_scale = None if lr_scale is None else np.asarray(lr_scale, dtype=dtype, like=params_flat)
         self.m = np.zeros_like(params_flat)
         self.t = 0
         self._buf = np.empty_like(params_flat)    # reused every step: no large temporaries

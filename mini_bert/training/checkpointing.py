@@ -26,6 +26,7 @@ import yaml
 
 from ..config import RunConfig
 from ..errors import CheckpointError
+from .device import to_host
 from .step import first_nonfinite
 
 STEP_PREFIX = "step_"
@@ -65,7 +66,9 @@ def save_checkpoint(path: str | Path, config: RunConfig, model, tokenizer, optim
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
-        save_file(model.state_dict(), str(tmp / "model.safetensors"), metadata={"format": "mini_bert"})
+        # host copies: a model trained on a GPU (training.device=cuda) writes the same files as one on the CPU
+        save_file({k: np.ascontiguousarray(to_host(v)) for k, v in model.state_dict().items()},
+                  str(tmp / "model.safetensors"), metadata={"format": "mini_bert"})
         if optimizer is not None:
             arrays, metadata = _optimizer_payload(optimizer)
             save_file(arrays, str(tmp / "optimizer.safetensors"), metadata=metadata)
@@ -224,8 +227,8 @@ def _optimizer_payload(optimizer) -> tuple[dict, dict]:
     """(tensors, metadata) of optimizer.state_dict(): {name: array}, {_OPTIMIZER_META: JSON of kind and scalars}."""
     arrays, scalars = {}, {}
     for key, value in optimizer.state_dict().items():
-        if isinstance(value, np.ndarray):
-            arrays[key] = np.ascontiguousarray(value)
+        if isinstance(value, np.ndarray) or hasattr(value, "__cuda_array_interface__"):     # NumPy or CuPy
+            arrays[key] = np.ascontiguousarray(to_host(value))
         elif isinstance(value, (bool, int, float, str, np.integer, np.floating)):
             scalars[key] = value.item() if isinstance(value, np.generic) else value
         else:

@@ -86,7 +86,7 @@ class AdamW:
         self.lr, self.beta1, self.beta2, self.eps, self.weight_decay = lr, betas[0], betas[1], eps, weight_decay
         dtype = params_flat.dtype
         self.decay = (decay_mask * weight_decay).astype(dtype)        # weight_decay * mask, precomputed
-        self.lr_scale = None if lr_scale is None else np.asarray(lr_scale, dtype=dtype)
+        self.lr_scale = None if lr_scale is None else np.asarray(lr_scale, dtype=dtype, like=params_flat)
         self.m = np.zeros_like(params_flat)
         self.v = np.zeros_like(params_flat)
         self.t = 0

@@ -57,12 +57,14 @@ class GradientWorker:
     generator, and the blocks are combined in a fixed order: the result does not depend on thread timing.
     """
 
-    def __init__(self, model: MiniBERT, threads: int, seed: int):
+    def __init__(self, model: MiniBERT, threads: int, seed: int, first_stream: int = 0):
+        """first_stream: the index of this worker's first dropout stream among all workers of a run (an MPI rank
+        r of `threads` threads starts at r * threads), so that no two threads of a run share one."""
         self.model = model
         self.threads = max(1, threads)
         self.thread_grads = [MiniBERTGradients(model) for _ in range(self.threads)]
         self.grads = self.thread_grads[0]          # holds the combined gradient after loss_and_gradients
-        self.rngs = [np.random.default_rng([seed, 1 + i]) for i in range(self.threads)]
+        self.rngs = [np.random.default_rng([seed, 1 + first_stream + i]) for i in range(self.threads)]
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def _part(self, i, part, share):
@@ -78,14 +80,22 @@ class GradientWorker:
         g.backward_from_logits(dlogits, cache)
         return loss, cache
 
-    def loss_and_gradients(self, batch) -> tuple[float, dict]:
-        """Mean masked-token loss of the batch; its gradient is left in `self.grads`. Returns (loss, first cache)."""
+    def loss_and_gradients(self, batch, n_total: int | None = None) -> tuple[float, dict | None]:
+        """Mean masked-token loss of the batch; its gradient is left in `self.grads`. Returns (loss, first cache).
+
+        n_total: when `batch` is one MPI rank's rows of a global batch, the masked tokens of the whole global batch.
+        The loss and gradient are then this part's share of the global mean (its n / n_total of it), so the ranks'
+        results add up to the global batch's. A part with no masked token contributes zeros (cache None).
+        """
         parts = split_batch(batch, self.threads)
         counts = [int(p.mask_positions.sum()) for p in parts]
-        n_total = sum(counts)
+        n_total = sum(counts) if n_total is None else n_total
+        if sum(counts) == 0:
+            self.grads.zero_gradients()
+            return 0.0, None
         shares = [n / n_total for n in counts]
         if self.pool is None or len(parts) == 1:
-            results = [self._part(0, parts[0], 1.0)]
+            results = [self._part(0, parts[0], shares[0])]
         else:
             results = list(self.pool.map(self._part, range(len(parts)), parts, shares))
         loss = sum(l * w for (l, _), w in zip(results, shares))       # the mean over all masked positions

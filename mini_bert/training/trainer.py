@@ -6,6 +6,8 @@ periodic held-out evaluation, metrics (JSONL, CSV, optional TensorBoard), atomic
 
 Data flow from the CLI: cli/train.py `run_train` -> `Trainer.train` -> `Trainer.train_step` -> training/step.py
 `GradientWorker.loss_and_gradients` -> core/gradients.py `MiniBERTGradients.backward_from_logits`.
+Under `mpirun -n N` each rank trains on its rows of every batch and one Allreduce sums the gradients
+(training/distributed.py, `self.world`); training.device=cuda puts the buffers on a GPU (training/device.py).
 
 Phase 3 options (all off by default; see `build_optimizer` and `prepare_data`): training.optimizer=lion,
 training.lookahead_k (Lookahead around it), training.agc_clip (unit-wise adaptive gradient clipping, before the
@@ -44,6 +46,8 @@ from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoint
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
 from .optimizer import AdamW, clip_grad_norm, layer_wise_lr_scales, decay_mask
 from .scheduler import lr_at
+from .device import resolve_device
+from .distributed import detect_world
 from .step import GradientWorker, evaluate_mlm, first_nonfinite, split_batch
 
 CSV_COLUMNS = ["step", "elapsed_s", "train_loss", "lr", "tokens_per_s", "grad_norm",
@@ -205,6 +209,34 @@ def check_resumable(cfg: RunConfig, saved: RunConfig, where) -> None:
                                      for k, old, _ in changed))
 
 
+def check_distributed(cfg: RunConfig, ranks: int) -> None:
+    """What an MPI run of `ranks` ranks needs: a global batch that splits evenly, and none of the options that
+    decide on one rank's own measurements (each would need its own agreement step)."""
+    t = cfg.training
+    if t.batch_size % ranks:
+        lower, upper = t.batch_size // ranks * ranks, -(-t.batch_size // ranks) * ranks
+        raise ConfigError(f"training.batch_size={t.batch_size} (the global batch) does not split evenly across "
+                          f"{ranks} MPI ranks; use a multiple of {ranks}, e.g. "
+                          f"{' or '.join(str(b) for b in (lower, upper) if b > 0)}")
+    refused = [(t.analysis_every > 0, "training.analysis_every > 0 (the in-training analysis reads one process' "
+                                      "activations)"),
+               (t.schedule_to_budget, "training.schedule_to_budget (it times one process' steps)"),
+               (t.device != "cpu", f"training.device={t.device} (each rank trains on the CPU)")]
+    for bad, what in refused:
+        if bad:
+            raise ConfigError(f"{what} is not available with {ranks} MPI ranks; train in one process for it")
+
+
+def data_digest(tokenizer, stream) -> str:
+    """SHA-256 of the vocabulary and the training rows, so that all ranks can check they train on the same data."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(tokenizer.vocab).encode("utf-8"))
+    for rows in (stream.sequences, stream.token_type_ids):
+        digest.update(np.ascontiguousarray(rows).tobytes())
+    return digest.hexdigest()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The run folder
 
@@ -254,16 +286,41 @@ class RunFolderLock:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, monitor=None):
+    def __init__(self, cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, monitor=None,
+                 world=None):
         """monitor: what observes every step when training.analysis_every > 0 (`analysis.issues.TrainingMonitor`,
-        which `minibert train` passes in; anything with its observe(...) and issues())."""
+        which `minibert train` passes in; anything with its observe(...) and issues()).
+        world: the processes training together (training/distributed.py); default `detect_world()`: one process,
+        or the MPI ranks when launched by mpirun. Only rank 0 logs, evaluates and writes."""
         from .allocator import keep_freed_memory
 
         # about 15% off a step: temporaries stop costing page faults (training/allocator.py). Before any thread starts,
         # the tokenizer's included: a thread keeps the malloc arena it was first given.
         keep_freed_memory()
+        self.world = detect_world() if world is None else world
+        if not self.world.is_root:
+            log, progress = (lambda *a, **k: None), False
         self.cfg, self.log, self.progress = cfg, log, progress
-        t = cfg.training
+        self._lock = None
+        try:
+            with self.world.startup():      # a mistake on any rank stops every rank here, with exit code 2
+                self._start(cfg, resume, monitor)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()           # a trainer that failed to start holds nothing
+            raise
+
+    def _start(self, cfg: RunConfig, resume: bool, monitor) -> None:
+        t, world, log = cfg.training, self.world, self.log
+        world.check_same("configuration", {**cfg.model_dump(), "--resume": resume})
+        self.device = resolve_device(t.device)               # before any work: a missing CuPy or GPU is a ConfigError
+        if self.device.name != "cpu":
+            if t.analysis_every:
+                raise ConfigError(f"training.analysis_every > 0 reads activations with NumPy on the host; it is not "
+                                  f"available with training.device={t.device}")
+            log(f"device: {self.device.describe()}")
+        if world.size > 1:
+            check_distributed(cfg, world.size)
         self.run_dir = check_output_path(t.output_dir, "training.output_dir", folder=True)   # before data prep
         existing = latest_checkpoint(self.run_dir)
         if resume and existing is None:
@@ -282,57 +339,64 @@ class Trainer:
                 update={"output_dir": str(self.run_dir)})})
         else:
             self.model = MiniBERT(cfg.model, seed=t.seed)
-        self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
-        self._lock = RunFolderLock(self.run_dir)           # before the first byte is written into the run folder
-        try:
-            restore_replaced(self.run_dir / "best")   # a kill while best/ was being replaced must not lose it
-            # checked again under the lock: another run may have written its first checkpoint meanwhile
-            if not resume and latest_checkpoint(self.run_dir) is not None:
-                raise CheckpointError(f"{self.run_dir} already holds a run; nothing was overwritten. Resume it with "
-                                      f"--resume, or choose another training.output_dir")
-            self.worker = GradientWorker(self.model, t.threads, t.seed)
-            self.threads = self.worker.threads
-            # the validation batches cut into the row blocks that the training threads take (see evaluate)
-            self._valid_blocks = [block for b in self.valid for block in split_batch(b, self.threads)]
-            self.optimizer = build_optimizer(self.model, cfg)
-            if hasattr(self.optimizer, "use_threads"):      # AdamW's update is elementwise: split it like the batch
-                self.optimizer.use_threads(self.worker.pool, self.threads)
-            self.agc = (AdaptiveGradientClipper(self.model.store.flat, self.model.store, clip=t.agc_clip)
-                        if t.agc_clip > 0 else None)
-            self.masking = adaptive_masking(cfg)
-            self.max_steps = t.max_steps                # the schedule's length
-            if t.schedule_to_budget:                    # fitted once, then checkpointed
-                if "max_steps" not in self.state:
-                    self.state["max_steps"] = self.fit_schedule()
-                self.max_steps = self.state["max_steps"]
-            self.warmup_steps = int(round(t.warmup_ratio * self.max_steps))
-            if resume:
-                if ck.optimizer_state is None:
-                    raise CheckpointError(f"{existing} has no optimizer state; it cannot be resumed exactly")
-                if ck.optimizer_kind != self.optimizer.kind:
-                    raise CheckpointError(f"{existing} holds the state of optimizer {ck.optimizer_kind}, but this "
-                                          f"configuration builds {self.optimizer.kind}; resume with the run's "
-                                          f"training.optimizer and training.lookahead_k")
-                try:
-                    self.optimizer.load_state_dict(ck.optimizer_state)
-                    self.stream.load_state_dict(self.state["data"])
-                    if self.masking is not None:
-                        self.masking.load_state_dict(self.state["adaptive_masking"])
-                except (KeyError, ValueError) as e:
-                    raise CheckpointError(f"{existing}: its saved state does not fit this run ({e!r}); resume with the "
-                                          f"settings the run was started with") from None
+        with world.root_first():              # rank 0 trains and caches the tokenizer; the other ranks reuse it
+            self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
+        if world.size > 1:                     # the digest reads every row: only where there is something to compare
+            world.check_same("data (tokenizer and training rows)", data_digest(self.tokenizer, self.stream))
+        if world.is_root:
+            self._lock = RunFolderLock(self.run_dir)       # before the first byte is written into the run folder
+            restore_replaced(self.run_dir / "best")         # a kill while best/ was being replaced must not lose it
+        # checked again under the lock: another run may have written its first checkpoint meanwhile
+        if not resume and latest_checkpoint(self.run_dir) is not None:
+            raise CheckpointError(f"{self.run_dir} already holds a run; nothing was overwritten. Resume it with "
+                                  f"--resume, or choose another training.output_dir")
+        self.device.move_model(self.model)
+        threads = 1 if self.device.name == "cuda" else t.threads      # a GPU parallelises within each op
+        self.worker = GradientWorker(self.model, threads, t.seed, first_stream=world.rank * threads)
+        for g in self.worker.thread_grads:
+            self.device.move_gradients(g)
+        world.attach(self.worker.grads)                # the Allreduce buffer (nothing to do in one process)
+        self.threads = self.worker.threads
+        # the validation batches cut into the row blocks that the training threads take (see evaluate)
+        self._valid_blocks = [self.device.put(block) for b in self.valid for block in split_batch(b, self.threads)]
+        self.optimizer = build_optimizer(self.model, cfg)
+        if hasattr(self.optimizer, "use_threads"):      # AdamW's update is elementwise: split it like the batch
+            self.optimizer.use_threads(self.worker.pool, self.threads)
+        self.agc = (AdaptiveGradientClipper(self.model.store.flat, self.model.store, clip=t.agc_clip)
+                    if t.agc_clip > 0 else None)
+        self.masking = adaptive_masking(cfg)
+        self.max_steps = t.max_steps                # the schedule's length
+        if t.schedule_to_budget:                    # fitted once, then checkpointed
+            if "max_steps" not in self.state:
+                self.state["max_steps"] = self.fit_schedule()
+            self.max_steps = self.state["max_steps"]
+        self.warmup_steps = int(round(t.warmup_ratio * self.max_steps))
+        if resume:
+            if ck.optimizer_state is None:
+                raise CheckpointError(f"{existing} has no optimizer state; it cannot be resumed exactly")
+            if ck.optimizer_kind != self.optimizer.kind:
+                raise CheckpointError(f"{existing} holds the state of optimizer {ck.optimizer_kind}, but this "
+                                      f"configuration builds {self.optimizer.kind}; resume with the run's "
+                                      f"training.optimizer and training.lookahead_k")
+            try:
+                self.optimizer.load_state_dict(self.device.put_state(ck.optimizer_state))
+                self.stream.load_state_dict(self.state["data"])
                 if self.masking is not None:
-                    self.stream.mask_prob = self.masking.ratio
-                for r, s in zip(self.worker.rngs, self.state["thread_rngs"]):
-                    set_rng_state(r, s)
-                self.log(f"resumed {existing} at step {self.state['step']}")
-            if t.analysis_every and monitor is None:
-                raise ConfigError("training.analysis_every > 0 needs a monitor: pass Trainer(cfg, monitor="
-                                  "TrainingMonitor(every=...)) from mini_bert.analysis.issues (minibert train does)")
-            self.monitor = monitor
-        except BaseException:
-            self._lock.release()               # a trainer that failed to start holds nothing
-            raise
+                    self.masking.load_state_dict(self.state["adaptive_masking"])
+            except (KeyError, ValueError) as e:
+                raise CheckpointError(f"{existing}: its saved state does not fit this run ({e!r}); resume with the "
+                                      f"settings the run was started with") from None
+            if self.masking is not None:
+                self.stream.mask_prob = self.masking.ratio
+            # the dropout streams of all ranks' threads, rank by rank: this rank's come after the earlier ranks'
+            saved = self.state["thread_rngs"][world.rank * self.threads:]
+            for r, s in zip(self.worker.rngs, saved):
+                set_rng_state(r, s)
+            self.log(f"resumed {existing} at step {self.state['step']}")
+        if t.analysis_every and monitor is None:
+            raise ConfigError("training.analysis_every > 0 needs a monitor: pass Trainer(cfg, monitor="
+                              "TrainingMonitor(every=...)) from mini_bert.analysis.issues (minibert train does)")
+        self.monitor = monitor
 
     def fit_schedule(self, timed_steps: int = 3) -> int:
         """The schedule's length for training.schedule_to_budget: max_minutes divided by the measured cost of a
@@ -342,7 +406,7 @@ class Trainer:
         from threadpoolctl import threadpool_limits
 
         t = self.cfg.training
-        batch = self.valid[0]
+        batch = self.device.put(self.valid[0])
         with threadpool_limits(1) if self.threads > 1 else nullcontext():     # as in train()
             self.worker.loss_and_gradients(batch)
             t0 = time.perf_counter()
@@ -360,7 +424,9 @@ class Trainer:
     def train_step(self, batch, lr: float) -> tuple[float, float, dict]:
         """Loss and gradients (split across threads), adaptive clipping (if on), global-norm clipping, optimizer
         step. Returns (loss, grad norm before the global-norm clip, cache)."""
-        loss, cache = self.worker.loss_and_gradients(batch)
+        part, n_total = self.world.shard(batch)                # this rank's rows (all of them in one process)
+        loss, cache = self.worker.loss_and_gradients(self.device.put(part), n_total)
+        loss = self.world.reduce(loss)                          # MPI: the one Allreduce of gradients and loss
         g = self.worker.grads
         if self.agc is not None:
             # unit-wise first: it bounds each unit's step relative to its weights, whatever the loss scale
@@ -381,26 +447,30 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def _trainer_state(self) -> dict:
-        state = {**self.state, "data": self.stream.state_dict(),
-                 "thread_rngs": [rng_state(r) for r in self.worker.rngs], "threads": self.threads,
-                 "optimizer": self.optimizer.kind}
+    def _trainer_state(self, thread_rngs: list) -> dict:
+        state = {**self.state, "data": self.stream.state_dict(), "thread_rngs": thread_rngs, "threads": self.threads,
+                 "ranks": self.world.size, "optimizer": self.optimizer.kind}
         if self.masking is not None:
             state["adaptive_masking"] = self.masking.state_dict()
         return state
 
-    def save(self, name: str | None = None) -> Path:
+    def save(self, name: str | None = None) -> Path | None:
         """Write a checkpoint (step_NNNNNNN, or `name`); never one with non-finite weights: a step whose update
-        overflowed raises TrainingDiverged here, and the checkpoints already on disk stay as they are."""
+        overflowed raises TrainingDiverged here, and the checkpoints already on disk stay as they are.
+        With MPI every rank calls it (the weights are the same everywhere; the dropout generators of all ranks are
+        gathered) and rank 0 writes; the others return None."""
         bad = first_nonfinite(self.model.params.items())
         if bad is not None:
             raise TrainingDiverged(f"non-finite weights after step {self.state['step']} (first: {bad}); nothing was "
                                    f"written and the last good checkpoint is untouched. Lower training.lr, raise "
                                    f"training.warmup_ratio, or keep training.grad_clip > 0.")
+        thread_rngs = [s for rank in self.world.gather([rng_state(r) for r in self.worker.rngs]) for s in rank]
+        if not self.world.is_root:
+            return None
         path = self.run_dir / (name or f"step_{self.state['step']:07d}")
         try:
             self._sync_logs()       # the metrics a checkpoint covers are on disk before the checkpoint is
-            save_checkpoint(path, self.cfg, self.model, self.tokenizer, self.optimizer, self._trainer_state())
+            save_checkpoint(path, self.cfg, self.model, self.tokenizer, self.optimizer, self._trainer_state(thread_rngs))
         except OSError as e:
             raise self._unwritable(e, path) from None
         if name is None:
@@ -424,6 +494,8 @@ class Trainer:
                 os.fsync(f.fileno())
 
     def _open_logs(self):
+        if not self.world.is_root:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         step = self.state["step"]
         jsonl, csvp = self.run_dir / "metrics.jsonl", self.run_dir / "metrics.csv"
@@ -460,6 +532,8 @@ class Trainer:
                 self.log("training.tensorboard is on but tensorboardX is not installed: pip install 'mini-bert[tensorboard]'")
 
     def _write_metrics(self, record: dict) -> None:
+        if not self.world.is_root:
+            return
         try:
             self._jsonl.write(json.dumps(record) + "\n")
             self._jsonl.flush()
@@ -474,9 +548,12 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run folder (train() does this when it returns)."""
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def _close_logs(self):
+        if not self.world.is_root:
+            return
         self._jsonl.close()
         self._csv_file.close()
         if self._tb is not None:
@@ -488,6 +565,10 @@ class Trainer:
         # training steps this measured 2.0 s per evaluation instead of 2.3 s (PTB recipe, 2 threads, commit 36115a0,
         # before the one-arena setting of training/allocator.py). Same counts; sums differ by rounding.
         return evaluate_mlm(self.model, self._valid_blocks, self.worker.pool)
+
+    def _evaluate_everywhere(self) -> dict:
+        """Rank 0 evaluates; with MPI its result is shared, so every rank takes the same decisions from it."""
+        return self.world.share(self.evaluate() if self.world.is_root else None)
 
     def train(self) -> dict:
         """Run until max_steps or max_minutes; returns a summary. Ctrl-C saves a checkpoint and returns."""
@@ -503,6 +584,7 @@ class Trainer:
 
         def on_signal(signum, frame):  # finish the current step, then save and stop
             interrupted["flag"], interrupted["signal"] = True, signum
+            self.world.on_signal(signum)     # MPI: under mpirun a signal means the job is being torn down
 
         for sig in stop_signals:
             signal.signal(sig, on_signal)
@@ -516,8 +598,9 @@ class Trainer:
         window_tokens, window_t0 = 0, time.perf_counter()
         stop_reason = "max_steps"
         last_eval: dict = {}
-        # one BLAS thread per worker when the batch is split across threads; else let BLAS use the cores
-        limits = threadpool_limits(1) if self.threads > 1 else nullcontext()
+        # one BLAS thread per worker when the batch is split across threads or processes (MPI ranks share the
+        # machine's cores); else let BLAS use the cores
+        limits = threadpool_limits(1) if self.threads > 1 or self.world.size > 1 else nullcontext()
         try:
             with limits:
                 while self.state["step"] < self.max_steps:
@@ -549,7 +632,7 @@ class Trainer:
                             self.stream.mask_prob = self.masking.update(train_loss=record["train_loss"])
                     self.state["log_window"] = (window_loss, window_steps)
                     if step % t.eval_every == 0 or step == self.max_steps:
-                        last_eval = self.evaluate()
+                        last_eval = self._evaluate_everywhere()
                         record = record or {"step": step, "elapsed_s": round(elapsed, 3)}
                         record.update(last_eval)
                         window_t0 = time.perf_counter()   # tokens/s measures training, not evaluation
@@ -568,9 +651,11 @@ class Trainer:
                         self._write_metrics(record)
                     bar.update(1)
                     out_of_time = t.max_minutes is not None and elapsed >= t.max_minutes * 60
-                    if step % t.checkpoint_every == 0 or step == self.max_steps or out_of_time or interrupted["flag"]:
+                    # MPI: every rank stops at the same step (one step after a rank asks); one process: as asked
+                    stop_now, out_of_time = self.world.agree_stop(interrupted["flag"], out_of_time)
+                    if step % t.checkpoint_every == 0 or step == self.max_steps or out_of_time or stop_now:
                         self.save()
-                    if interrupted["flag"]:
+                    if stop_now:
                         stop_reason = "interrupted"
                         break
                     if out_of_time:
