@@ -49,21 +49,25 @@ class MathematicalExplorer:
         key = (text, tuple(int(m) for m in masked))
         if self._last is not None and self._last[0] == key:
             return self._last[1]
-        ids, tokens = encode_text(self.tokenizer, text, self.model.config.max_position_embeddings, self.truncate)
-        T = ids.shape[1]
-        for m in key[1]:
-            if not 0 < m < T - 1:
-                raise MiniBertError(f"cannot mask position {m}: the text has tokens 1..{T - 2} between [CLS] (0) "
-                                    f"and [SEP] ({T - 1})")
-            ids[0, m] = MASK_ID
-        tokens = list(self.tokenizer.convert_ids_to_tokens(ids[0]))
+        ids, tokens = self._ids(text, key[1])
         _, cache = self.model.encode(ids)
         self._last = (key, (ids, tokens, cache))
         return ids, tokens, cache
 
+    def _ids(self, text, masked=()):
+        """ids (1, T) and token strings of `text`, the `masked` positions set to [MASK] (no forward pass)."""
+        ids, _ = encode_text(self.tokenizer, text, self.model.config.max_position_embeddings, self.truncate)
+        T = ids.shape[1]
+        for m in masked:
+            if not 0 < int(m) < T - 1:
+                raise MiniBertError(f"cannot mask position {m}: the text has tokens 1..{T - 2} between [CLS] (0) "
+                                    f"and [SEP] ({T - 1})")
+            ids[0, int(m)] = MASK_ID
+        return ids, list(self.tokenizer.convert_ids_to_tokens(ids[0]))
+
     def tokens(self, text: str, masked=()) -> list[str]:
         """The token strings the model reads: [CLS], the text's subwords (masked ones as [MASK]), [SEP]."""
-        return self._encode(text, masked)[1]
+        return self._ids(text, masked)[1]
 
     def explore_attention_heads(self, text: str, masked=()) -> list[dict]:
         """Per layer and head: mean entropy (nats), the weights (T, T) (row i: how query token i spreads its

@@ -57,7 +57,10 @@ def encode_text(tokenizer, text: str, max_len: int, truncate: bool = True) -> tu
     return np.asarray([ids], dtype=np.int64), list(tokenizer.convert_ids_to_tokens(ids))
 
 
-def _mlm_batch(ids: np.ndarray, vocab_size: int, copies: int = 8, seed: int = 0) -> dict:
+MLM_BATCH_COPIES = 8      # the text repeated this many times, each with its own masking, for the loss-based tools
+
+
+def _mlm_batch(ids: np.ndarray, vocab_size: int, copies: int = MLM_BATCH_COPIES, seed: int = 0) -> dict:
     """The text repeated `copies` times with different BERT maskings: a small fixed batch for loss-based tools."""
     from ..data.masking import mask_tokens
 

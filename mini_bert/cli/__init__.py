@@ -20,8 +20,8 @@ from .. import __version__
 from ..errors import MiniBertError
 
 # Modules that contribute subcommands, in help order.
-COMMAND_MODULES = ["train", "evaluate", "probe", "finetune", "knowledge", "analyze", "demo", "config", "metrics",
-                   "profile", "memory"]
+COMMAND_MODULES = ["train", "evaluate", "probe", "finetune", "knowledge", "analyze", "report", "explore", "demo",
+                   "config", "metrics", "profile", "memory"]
 
 EXIT_CODES: dict[type[BaseException], int] = {MiniBertError: 2, KeyboardInterrupt: 130}
 
