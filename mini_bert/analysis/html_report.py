@@ -29,7 +29,7 @@ from ..errors import MiniBertError
 from .explorer import MathematicalExplorer
 from .issues import detect_training_issues
 from .report import DEFAULT_TEXT, default_output_dir
-from .webpage import attention_view, gradient_view, render_page
+from .webpage import attention_view, fitting_sentence, gradient_view, render_page
 
 MAX_POINTS = 1500                   # per curve: a longer log is thinned to this many points (the last one kept)
 RESULT_FOLDERS = ("eval", "analysis")   # RUN-eval/ and RUN-analysis/ beside the run folder
@@ -233,14 +233,6 @@ def _sst2_view(r: dict, source: Path) -> dict:
 # The page
 
 
-def fitting_default(tokenizer, max_len: int, text: str = DEFAULT_TEXT) -> str:
-    """`text` with words dropped from its end until [CLS] text [SEP] fits in max_len positions."""
-    words = text.split()
-    while len(words) > 1 and len(tokenizer.encode(" ".join(words))) + 2 > max_len:
-        words.pop()
-    return " ".join(words)
-
-
 def report_data(checkpoint, sentence: str | None = None, results=(), seed: int = 0) -> dict:
     """Everything the page shows, as JSON-ready data (the report's page script draws it). sentence: None for the
     sample sentence (shortened to fit a small model); a given sentence that does not fit is a MiniBertError."""
@@ -251,7 +243,7 @@ def report_data(checkpoint, sentence: str | None = None, results=(), seed: int =
     run_dir = run_folder(checkpoint)
     explorer = MathematicalExplorer(ck.model, ck.tokenizer, truncate=False)
     if sentence is None:
-        sentence = fitting_default(ck.tokenizer, ck.model.config.max_position_embeddings)
+        sentence = fitting_sentence(ck.tokenizer, ck.model.config.max_position_embeddings, DEFAULT_TEXT)
     explorer.tokens(sentence)              # a sentence too long for the model fails here, before the rest
 
     records, dropped = read_metrics(run_dir)

@@ -28,7 +28,7 @@ import threading
 from ..errors import MiniBertError
 from .explorer import MathematicalExplorer
 from .figures import to_jsonable
-from .webpage import attention_view, gradient_view, render_page, rounded
+from .webpage import attention_view, fitting_sentence, gradient_view, render_page, rounded
 
 MAX_TOP_K = 20
 MAX_BODY_BYTES = 64_000          # a sentence the model can read is far shorter
@@ -80,7 +80,8 @@ def create_app(model, tokenizer, title: str = "Mini-BERT"):
     info = {"title": title, "layers": cfg.num_layers, "hidden": cfg.hidden_size, "heads": cfg.num_heads,
             "vocab": cfg.vocab_size, "max_tokens": cfg.max_position_embeddings - 2,
             "parameters": model.num_parameters, "norm_position": cfg.norm_position,
-            "default_sentence": DEFAULT_SENTENCE, "max_top_k": MAX_TOP_K}
+            "default_sentence": fitting_sentence(tokenizer, cfg.max_position_embeddings, DEFAULT_SENTENCE),
+            "max_top_k": MAX_TOP_K}
 
     def endpoint(name, compute):
         def view():

@@ -66,6 +66,15 @@ def render_page(title: str, script: str, data) -> str:
     ])
 
 
+def fitting_sentence(tokenizer, max_len: int, text: str) -> str:
+    """`text` with words dropped from its end until [CLS] text [SEP] fits in max_len positions (a sample sentence
+    for a small model)."""
+    words = text.split()
+    while len(words) > 1 and len(tokenizer.encode(" ".join(words))) + 2 > max_len:
+        words.pop()
+    return " ".join(words)
+
+
 def rounded(a, digits: int = 4):
     """An array as nested lists of floats rounded to `digits` decimals (a smaller page, the same picture)."""
     return np.round(np.asarray(a, dtype=np.float64), digits).tolist()

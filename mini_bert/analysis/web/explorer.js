@@ -5,7 +5,7 @@
   const MB = root.MiniBert;
   const INFO = JSON.parse(document.getElementById("mb-data").textContent);
   const app = document.getElementById("mb-app");
-  const state = {text: "", masked: [], topK: 5, step: 0, steps: [], renders: 0};
+  const state = {text: "", masked: [], topK: 5, step: 0, steps: [], renders: 0, shown: false};
 
   // --- layout
   const top = MB.html("header", {"class": "mb-top"}, null, app);
@@ -87,10 +87,11 @@
         .then(function (rest) {
           showError("");
           render(attention, rest[0], rest[1], rest[2], rest[3], rest[4]);
+          state.shown = true;
           busy.textContent = "answered in " + Math.round(performance.now() - t0) + " ms";
         });
     }).catch(function (e) {
-      showError(e.message);
+      showError(e.message + (state.shown ? " (the panels below still show the last sentence that worked)" : ""));
       busy.textContent = "";
     }).then(function () {
       state.renders += 1;

@@ -68,10 +68,14 @@
   };
 
   MB.logTicks = function (lo, hi) {
-    const out = [];
+    // Powers of ten; over less than two decades also 2x and 5x them, so a log axis always has a few labels.
+    const decades = Math.log10(hi / lo), out = [];
+    const mults = decades < 2 ? [1, 2, 5] : [1];
     for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
-      const v = Math.pow(10, e);
-      if (v >= lo * 0.999 && v <= hi * 1.001) out.push(v);
+      mults.forEach(function (m) {
+        const v = m * Math.pow(10, e);
+        if (v >= lo * 0.999 && v <= hi * 1.001) out.push(v);
+      });
     }
     if (out.length < 2) { out.length = 0; out.push(lo, hi); }
     return out;
@@ -287,17 +291,18 @@
 
   /* A matrix as coloured cells with values (e.g. CKA between layers). */
   MB.matrixChart = function (parent, opts) {
-    const m = opts.matrix, n = m.length, c = opts.cell || 44, pad = 90;
-    const W = pad + n * c + 16, H = pad / 2 + n * c + 36;
+    const m = opts.matrix, n = m.length, c = opts.cell || 44, pad = 90, head = 70;
+    const W = pad + n * c + 16, H = head + n * c + 12;
     const f = MB.figure(parent, {title: opts.title, name: opts.name, caption: opts.caption, width: W, height: H});
     const lo = opts.vmin !== undefined ? opts.vmin : 0, hi = opts.vmax !== undefined ? opts.vmax : 1;
     for (let i = 0; i < n; i++) {
-      MB.text(f.svg, pad - 6, pad / 2 + i * c + c / 2 + 4, opts.labels[i], {"text-anchor": "end"});
-      MB.text(f.svg, pad + i * c + c / 2, pad / 2 - 6, opts.labels[i], {"text-anchor": "middle", "font-size": 10});
+      MB.text(f.svg, pad - 6, head + i * c + c / 2 + 4, opts.labels[i], {"text-anchor": "end"});
+      const x = pad + i * c + c / 2, y = head - 6;
+      MB.text(f.svg, x, y, opts.labels[i], {transform: "rotate(-40 " + x + " " + y + ")"});
       for (let j = 0; j < n; j++) {
         const v = m[i][j], t = v === null ? 0 : (v - lo) / ((hi - lo) || 1);
-        MB.svg("rect", {x: pad + j * c, y: pad / 2 + i * c, width: c - 1, height: c - 1, fill: MB.shade(t)}, f.svg);
-        MB.text(f.svg, pad + j * c + c / 2, pad / 2 + i * c + c / 2 + 4, MB.fmt(v, 2),
+        MB.svg("rect", {x: pad + j * c, y: head + i * c, width: c - 1, height: c - 1, fill: MB.shade(t)}, f.svg);
+        MB.text(f.svg, pad + j * c + c / 2, head + i * c + c / 2 + 4, MB.fmt(v, 2),
                 {"text-anchor": "middle", fill: t > 0.55 ? "#ffffff" : "#1d2330"});
       }
     }
