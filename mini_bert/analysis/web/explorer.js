@@ -85,10 +85,15 @@
     return post("attention").then(function (attention) {
       return Promise.all(["predictions", "logit-lens", "forward-pass", "gradient-flow", "representations"].map(post))
         .then(function (rest) {
+          const t1 = performance.now();
           showError("");
           render(attention, rest[0], rest[1], rest[2], rest[3], rest[4]);
           state.shown = true;
-          busy.textContent = "answered in " + Math.round(performance.now() - t0) + " ms";
+          const t2 = performance.now();
+          busy.textContent = "answered in " + Math.round(t2 - t0) + " ms";
+          busy.title = Math.round(t1 - t0) + " ms for the server's answers, " + Math.round(t2 - t1) + " ms to draw them";
+          busy.dataset.fetchMs = Math.round(t1 - t0);
+          busy.dataset.drawMs = Math.round(t2 - t1);
         });
     }).catch(function (e) {
       showError(e.message + (state.shown ? " (the panels below still show the last sentence that worked)" : ""));
