@@ -277,7 +277,9 @@
     (opts.refLines || []).forEach(function (r) {
       MB.svg("line", {x1: box.x, x2: box.x + box.w, y1: ax.y(r.value), y2: ax.y(r.value), stroke: r.color || "#5b6475",
                       "stroke-dasharray": "5,3"}, f.svg);
-      MB.text(f.svg, box.x + box.w - 4, ax.y(r.value) - 4, r.label, {"text-anchor": "end", fill: r.color || "#5b6475"});
+      MB.text(f.svg, box.x + box.w - 4, ax.y(r.value) - 4, r.label, {"text-anchor": "end", fill: r.color || "#5b6475",
+                                                                   stroke: "#ffffff", "stroke-width": 3,
+                                                                   "paint-order": "stroke"});
     });
     if (k > 1) {
       opts.series.forEach(function (s, j) {
