@@ -70,7 +70,7 @@ def bench_explorer(checkpoint, repeats: int) -> None:
     model, tok = load_model_and_tokenizer(checkpoint)
     server = make_server(create_app(model, tok, title=str(checkpoint)), 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}/api/"
+    base = f"http://127.0.0.1:{server.port}/api/"
 
     def post(name, text):
         req = urllib.request.Request(base + name, data=json.dumps({"text": text}).encode(),

@@ -45,8 +45,8 @@ def parse_request(body: bytes, max_tokens: int) -> dict:
         raise BadRequest(f"the request is {len(body)} bytes; this model reads at most {max_tokens} tokens")
     try:
         raw = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadRequest(f"the text is not valid UTF-8 (byte {e.start}); type or paste it again") from None
+    except UnicodeDecodeError:
+        raise BadRequest("the text is not valid UTF-8; type or paste it again") from None
     try:
         req = json.loads(raw) if raw.strip() else {}
     except json.JSONDecodeError as e:
@@ -133,21 +133,32 @@ def _representations(explorer, text, masked):
 
 
 def make_server(app, port: int = 8000, host: str = "127.0.0.1"):
-    """A threaded WSGI server (Werkzeug's) bound to host:port; port 0 picks a free one (server.server_port).
-    MiniBertError when the port is taken or not allowed."""
+    """A threaded WSGI server (Werkzeug's) listening on host:port; port 0 picks a free one (server.port).
+    MiniBertError when the port is taken or not allowed. The socket is bound here, so a busy port is a message,
+    not Werkzeug's exit."""
+    import socket
+
     from werkzeug.serving import make_server as werkzeug_server
 
     if not 0 <= int(port) <= 65535:
         raise MiniBertError(f"--port {port} is not a TCP port (0-65535; 0 picks a free one)")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)      # a restart need not wait out TIME_WAIT
     try:
-        return werkzeug_server(host, int(port), app, threaded=True)
+        sock.bind((host, int(port)))
+        sock.listen(128)
     except OSError as e:
+        sock.close()
         raise MiniBertError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port, or 0 for "
                             f"a free one") from None
+    try:
+        return werkzeug_server(host, sock.getsockname()[1], app, threaded=True, fd=sock.fileno())
+    finally:
+        sock.close()                    # Werkzeug holds its own duplicate of the socket
 
 
 def serve(server) -> None:
-    """Answer requests until interrupted (Ctrl-C)."""
+    """Answer requests until interrupted (Ctrl-C, which Werkzeug's loop turns into a return)."""
     try:
         server.serve_forever()
     finally:

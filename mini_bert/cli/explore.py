@@ -27,9 +27,10 @@ def run(args) -> int:
         raise MiniBertError(f"--port {args.port} is not a TCP port (0-65535; 0 picks a free one)")
     model, tokenizer = load_model_and_tokenizer(args.checkpoint)
     server = make_server(create_app(model, tokenizer, title=str(resolve_checkpoint_dir(args.checkpoint))), args.port)
-    print(f"Mini-BERT explorer on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops it)", flush=True)
+    print(f"Mini-BERT explorer on http://127.0.0.1:{server.port}/ (Ctrl-C stops it)", flush=True)
     try:
-        serve(server)
+        serve(server)                   # returns on Ctrl-C
     except KeyboardInterrupt:
-        print("stopped", flush=True)
+        pass
+    print("stopped", flush=True)
     return 0

@@ -141,12 +141,14 @@ def explorer_url(tiny_run, tmp_path_factory):
         proc = subprocess.Popen([sys.executable, "-m", "mini_bert", "explore", "--checkpoint", str(tiny_run),
                                  "--port", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
         lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+        threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)], daemon=True).start()
         try:
-            first = lines.get(timeout=60)
+            first = lines.get(timeout=60)            # None: the process ended without a line
         except queue.Empty:
+            first = None
+        if first is None:
             proc.kill()
-            pytest.fail(f"minibert explore printed nothing in 60 s; its log: {log.read_text()}")
+            pytest.fail(f"minibert explore printed no address; its log: {log.read_text()}")
         m = re.search(r"http://127\.0\.0\.1:\d+/", first)
         assert m, f"unexpected first line {first!r}; log: {log.read_text()}"
         yield m.group(0)

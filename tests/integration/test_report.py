@@ -237,3 +237,14 @@ def test_explore_refuses_a_port_that_is_not_one(tiny_run, capsys):
     pytest.importorskip("flask", reason="the explore extra (Flask) is not installed")
     assert cli.main(["explore", "--checkpoint", str(tiny_run), "--port", "70000"]) == 2
     assert "not a TCP port" in capsys.readouterr().err
+
+
+def test_explore_on_a_busy_port_says_so(tiny_run, capsys):
+    pytest.importorskip("flask", reason="the explore extra (Flask) is not installed")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert cli.main(["explore", "--checkpoint", str(tiny_run), "--port", str(s.getsockname()[1])]) == 2
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
