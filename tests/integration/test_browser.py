@@ -198,6 +198,10 @@ def test_the_explorer_updates_live_and_survives_bad_input(explorer_url, browser,
         page.fill("#mb-sentence", text)
         page.click("#mb-show")
         page.wait_for_function("(s) => document.querySelector('#mb-message').textContent.includes(s)", arg=expect)
+    # Text that is not valid UTF-8 (a lone surrogate, as a bad paste leaves) gets a message too.
+    page.evaluate("() => { document.querySelector('#mb-sentence').value = 'alice \\ud800 likes'; }")
+    page.click("#mb-show")
+    page.wait_for_function("() => document.querySelector('#mb-message').textContent.includes('not valid UTF-8')")
     page.screenshot(path=str(artifacts / "explorer-error.png"), full_page=True)
     status, body = page.evaluate("""async () => {
         const r = await fetch('api/attention', {method: 'POST', headers: {'Content-Type': 'application/json'},
