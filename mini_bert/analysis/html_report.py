@@ -252,8 +252,8 @@ def report_data(checkpoint, sentence: str | None = None, results=(), seed: int =
                     for r in records for k in r)
     found, searched = find_results(run_dir)
     seen, pos, sst2 = set(), [], []
-    for kind, r, source in named + found:
-        key = (kind, str(Path(source).resolve()), json.dumps(r, sort_keys=True)[:2000])
+    for kind, r, source in named + found:          # a file both named and found beside the run is shown once
+        key = (kind, str(Path(source).resolve()))
         if key in seen:
             continue
         seen.add(key)
@@ -286,7 +286,7 @@ def report_data(checkpoint, sentence: str | None = None, results=(), seed: int =
         "sst2": sst2,
         "searched": [str(p) for p in searched],
         "commands": {"run": str(run_dir if run_dir is not None else ck.path),
-                     "eval_dir": str(searched[0]) if searched else "RESULTS"},
+                     "eval_dir": str(searched[0]) if searched else "results"},
     }
 
 

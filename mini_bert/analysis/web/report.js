@@ -32,6 +32,9 @@
           ", vocabulary " + m.vocab + ", " + (m.parameters / 1e6).toFixed(2) + "M parameters (" + m.norm_position +
           "-LN, " + m.activation + ") · checkpoint " + D.checkpoint + (D.step !== undefined && D.step !== null ?
           " (step " + D.step + ")" : "") + " · generated " + D.generated + " by mini-bert " + D.version, top);
+  const tr = D.training;
+  MB.html("p", {}, "Trained on " + tr.corpus + ": " + tr.max_steps + " steps of " + tr.batch_size + " rows × " +
+          tr.seq_len + " tokens, peak learning rate " + tr.lr + " (" + tr.schedule + " schedule)", top);
   const nav = MB.html("nav", {"class": "mb-nav"}, null, app);
   [["curves", "Training curves"], ["issues", "Training issues"], ["attention", "Attention"],
    ["gradients", "Gradient flow"], ["pos", "POS probe"], ["sst2", "SST-2"]].forEach(function (p) {
