@@ -43,17 +43,24 @@ def parse_what(what: str) -> list[str]:
     return names
 
 
-def encode_text(tokenizer, text: str, max_len: int) -> tuple[np.ndarray, list[str]]:
-    """[CLS] text [SEP] as ids (1, T) (truncated to max_len) and the token strings."""
+def encode_text(tokenizer, text: str, max_len: int, truncate: bool = True) -> tuple[np.ndarray, list[str]]:
+    """[CLS] text [SEP] as ids (1, T) and the token strings: cut to max_len, or with truncate=False a MiniBertError
+    when the text does not fit (a tool that shows every token should not drop some silently)."""
     ids = tokenizer.encode(text)
     ids = list(getattr(ids, "ids", ids))
     if not ids:
-        raise MiniBertError(f"the text {text!r} produced no tokens; pass some words with --text")
+        raise MiniBertError(f"the text {text!r} produced no tokens; give it some words")
+    if not truncate and len(ids) + 2 > max_len:
+        raise MiniBertError(f"the text has {len(ids)} tokens, but this model reads at most {max_len - 2} "
+                            f"(plus [CLS] and [SEP]); shorten it")
     ids = [CLS_ID] + ids[:max_len - 2] + [SEP_ID]
     return np.asarray([ids], dtype=np.int64), list(tokenizer.convert_ids_to_tokens(ids))
 
 
-def _mlm_batch(ids: np.ndarray, vocab_size: int, copies: int = 8, seed: int = 0) -> dict:
+MLM_BATCH_COPIES = 8      # the text repeated this many times, each with its own masking, for the loss-based tools
+
+
+def _mlm_batch(ids: np.ndarray, vocab_size: int, copies: int = MLM_BATCH_COPIES, seed: int = 0) -> dict:
     """The text repeated `copies` times with different BERT maskings: a small fixed batch for loss-based tools."""
     from ..data.masking import mask_tokens
 

@@ -21,8 +21,8 @@ from ..errors import MiniBertError
 from .arguments import count
 
 # Modules that contribute subcommands, in help order.
-COMMAND_MODULES = ["train", "evaluate", "probe", "finetune", "knowledge", "analyze", "demo", "config", "metrics",
-                   "profile", "memory"]
+COMMAND_MODULES = ["train", "evaluate", "probe", "finetune", "knowledge", "analyze", "report", "explore", "demo",
+                   "config", "metrics", "profile", "memory"]
 
 EXIT_CODES: dict[type[BaseException], int] = {MiniBertError: 2, KeyboardInterrupt: 130}
 

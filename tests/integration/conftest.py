@@ -1,0 +1,45 @@
+"""A tiny trained run that the report and explorer tests share: a 2-layer pre-LN model (hidden 32, 2 heads)
+trained by the Trainer for 60 steps on a templated corpus, with held-out evaluations every 20 steps, so the
+run folder has curves, checkpoints and best/ like a real one (a few seconds on one core)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from threadpoolctl import threadpool_limits
+
+SENTENCES = ["alice likes red apples and sings", "bob eats green pears and runs", "carol buys yellow lemons and reads",
+             "dave sells purple plums and swims", "erin cooks orange carrots and dances",
+             "frank grows white onions and sleeps"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sentences() -> list[str]:
+    """The sentences the tiny run was trained on."""
+    return list(SENTENCES)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    from mini_bert.config import load_config
+    from mini_bert.data.tokenizer import WordPieceTokenizer
+    from mini_bert.training.trainer import Trainer
+
+    folder = tmp_path_factory.mktemp("tiny-run")
+    lines = [SENTENCES[i % len(SENTENCES)] for i in range(600)]
+    (folder / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tokenizer = WordPieceTokenizer.train(lines, vocab_size=256)
+    tokenizer.save(folder)
+    run = folder / "run"
+    overrides = [
+        f"model.vocab_size={tokenizer.vocab_size}", "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2",
+        "model.intermediate_size=64", "model.max_position_embeddings=32", "model.norm_position=pre",
+        "model.activation=gelu", "model.dropout=0.0", "model.attention_dropout=0.0",
+        f"data.corpus={folder / 'corpus.txt'}", f"data.tokenizer={folder / 'vocab.txt'}", "data.max_seq_len=32",
+        "data.valid_batches=2", "training.max_steps=60", "training.checkpoint_every=30", "training.eval_every=20",
+        "training.batch_size=8", "training.keep_last=5", "training.threads=1", "training.lr=1e-2",
+        "training.log_every=5", f"training.output_dir={run}"]
+    with threadpool_limits(1):
+        Trainer(load_config(None, overrides), progress=False, log=lambda *a: None).train()
+    return run
