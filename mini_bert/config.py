@@ -214,8 +214,9 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
-    @model_validator(mode="after")
-    def _check_rows_fit_the_model(self) -> "RunConfig":
+    def check_trainable(self) -> "RunConfig":
+        """The settings that only a training run needs to agree (a RunConfig that only carries a model, as a
+        checkpoint of a fine-tuned or imported model does, need not): packed rows must fit the model's positions."""
         if self.data.max_seq_len > self.model.max_position_embeddings:
             raise ConfigError(f"data.max_seq_len={self.data.max_seq_len} is longer than the model's "
                               f"{self.model.max_position_embeddings} positions (model.max_position_embeddings); "

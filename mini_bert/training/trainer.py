@@ -321,6 +321,7 @@ class Trainer:
             log(f"device: {self.device.describe()}")
         if world.size > 1:
             check_distributed(cfg, world.size)
+        cfg.check_trainable()
         self.run_dir = check_output_path(t.output_dir, "training.output_dir", folder=True)   # before data prep
         existing = latest_checkpoint(self.run_dir)
         if resume and existing is None:

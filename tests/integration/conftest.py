@@ -20,13 +20,12 @@ def tiny_sentences() -> list[str]:
     return list(SENTENCES)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
+def train_tiny_run(folder: Path, max_steps: int, checkpoint_every: int, eval_every: int) -> Path:
+    """Train the tiny model on the templated corpus into folder/run (vocabulary trained once, in folder)."""
     from mini_bert.config import load_config
     from mini_bert.data.tokenizer import WordPieceTokenizer
     from mini_bert.training.trainer import Trainer
 
-    folder = tmp_path_factory.mktemp("tiny-run")
     lines = [SENTENCES[i % len(SENTENCES)] for i in range(600)]
     (folder / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     tokenizer = WordPieceTokenizer.train(lines, vocab_size=256)
@@ -37,9 +36,20 @@ def tiny_run(tmp_path_factory) -> Path:
         "model.intermediate_size=64", "model.max_position_embeddings=32", "model.norm_position=pre",
         "model.activation=gelu", "model.dropout=0.0", "model.attention_dropout=0.0",
         f"data.corpus={folder / 'corpus.txt'}", f"data.tokenizer={folder / 'vocab.txt'}", "data.max_seq_len=32",
-        "data.valid_batches=2", "training.max_steps=60", "training.checkpoint_every=30", "training.eval_every=20",
-        "training.batch_size=8", "training.keep_last=5", "training.threads=1", "training.lr=1e-2",
-        "training.log_every=5", f"training.output_dir={run}"]
+        "data.valid_batches=2", f"training.max_steps={max_steps}", f"training.checkpoint_every={checkpoint_every}",
+        f"training.eval_every={eval_every}", "training.batch_size=8", "training.keep_last=5", "training.threads=1",
+        "training.lr=1e-2", "training.log_every=5", f"training.output_dir={run}"]
     with threadpool_limits(1):
         Trainer(load_config(None, overrides), progress=False, log=lambda *a: None).train()
     return run
+
+
+@pytest.fixture(scope="session")
+def make_tiny_run():
+    """train_tiny_run, for modules that need a run of another length."""
+    return train_tiny_run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("tiny-run"), max_steps=60, checkpoint_every=30, eval_every=20)

@@ -27,8 +27,6 @@ from mini_bert.core.model import MiniBERT
 from mini_bert.analysis import dynamics as AD
 from mini_bert.analysis import issues as AS
 from mini_bert.training.checkpoint_utils import memory_report, synthetic_batch
-from mini_bert.data.tokenizer import WordPieceTokenizer
-from mini_bert.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -44,23 +42,8 @@ def _one_blas_thread():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tools")
-    lines = [SENTENCES[i % len(SENTENCES)] for i in range(600)]
-    (folder / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tokenizer = WordPieceTokenizer.train(lines, vocab_size=256)
-    tokenizer.save(folder)
-    run = folder / "run"
-    overrides = [
-        f"model.vocab_size={tokenizer.vocab_size}", "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2",
-        "model.intermediate_size=64", "model.max_position_embeddings=32", "model.norm_position=pre",
-        "model.activation=gelu", "model.dropout=0.0", "model.attention_dropout=0.0",
-        f"data.corpus={folder / 'corpus.txt'}", f"data.tokenizer={folder / 'vocab.txt'}", "data.max_seq_len=32",
-        "data.valid_batches=2", "training.max_steps=100", "training.checkpoint_every=50", "training.eval_every=50",
-        "training.batch_size=8", "training.keep_last=5", "training.threads=1", "training.lr=1e-2",
-        "training.log_every=5", f"training.output_dir={run}"]
-    Trainer(load_config(None, overrides), progress=False, log=lambda *a: None).train()
-    return run
+def run_dir(tmp_path_factory, make_tiny_run) -> Path:
+    return make_tiny_run(tmp_path_factory.mktemp("tools"), max_steps=100, checkpoint_every=50, eval_every=50)
 
 
 @pytest.fixture(scope="module")

@@ -655,6 +655,12 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_data(corp
     assert note.read_text() == "mine\n"
 
 
+def test_rows_longer_than_the_models_positions_are_refused_before_the_data(corpus, tmp_path, capsys):
+    out = _out_dir_with_a_note(tmp_path)
+    _refused(capsys, tiny(corpus, out) + ["data.max_seq_len=64"], ["data.max_seq_len=64", "32 positions",
+                                                                   "model.max_position_embeddings"], keep=out)
+
+
 def test_a_one_line_corpus_is_named_instead_of_an_empty_vocabulary(corpus, tmp_path, capsys):
     one = tmp_path / "one.txt"
     one.write_text("a single line of text for the whole corpus\n")
