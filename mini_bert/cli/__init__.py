@@ -21,7 +21,7 @@ from ..errors import MiniBertError
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = ["train", "evaluate", "probe", "finetune", "knowledge", "analyze", "demo", "config", "metrics",
-                   "profile", "memory"]
+                   "profile", "memory", "gradcheck"]
 
 EXIT_CODES: dict[type[BaseException], int] = {MiniBertError: 2, KeyboardInterrupt: 130}
 
