@@ -143,7 +143,7 @@ def run(args) -> int:
           f"{', '.join(str(s) for s in shapes)} (seed {args.seed}); L = sum(y * R), R random")
     print(result.table())
     if not result.passed:
-        print("A wrong gradient shows up as a relative error of 1e-2 to 1; at the worst entry compare analytic with "
-              "numeric, and re-derive the term that feeds that input (docs/MATHEMATICAL_GUIDE.md, section "
-              "\"Gradient checking\").")
+        print("A wrong gradient shows up as a relative error of 1e-2 to 1. At the worst entry compare analytic "
+              "with numeric, and re-derive the terms that feed that input (how to read the table: "
+              "docs/MATHEMATICAL_GUIDE.md, section \"Gradient checking\").")
     return 0 if result.passed else 1
