@@ -139,10 +139,10 @@ class GradCheckResult:
                 verdict += f" ({r.note})"
             lines.append(f"{r.name:<12} {shape:<14} {r.relative_error:10.2e} {r.max_abs_error:10.2e}  "
                          f"{str(list(r.worst_index)):<14} {r.analytic:13.6e} {r.numeric:13.6e}  {verdict}")
-        n_bad = len(self.failures())
-        lines.append(f"{'passed' if self.passed else 'FAILED'}: {n_bad} of "
-                     f"{sum(r.checked for r in self.inputs)} checked inputs above tol {self.tol:.0e} "
-                     f"(float64 central differences, eps {self.eps:.0e})")
+        n_bad, n = len(self.failures()), sum(r.checked for r in self.inputs)
+        verdict = (f"passed: all {n} checked inputs within" if self.passed else
+                   f"FAILED: {n_bad} of {n} checked inputs above")
+        lines.append(f"{verdict} tol {self.tol:.0e} (float64 central differences, eps {self.eps:.0e})")
         return "\n".join(lines)
 
     def __str__(self) -> str:
