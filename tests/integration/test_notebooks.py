@@ -81,5 +81,15 @@ def test_notebook_runs_without_a_checkpoint(path, monkeypatch):
     execute(path, monkeypatch, None)
 
 
+def test_a_failing_assert_cell_fails_the_test(tmp_path, monkeypatch):
+    """The check is live: a notebook whose teaching no longer holds is reported, with the cell's error."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("assert x == 2, 'x is not 2'")])
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(pytest.fail.Exception, match="x is not 2"):
+        execute(path, monkeypatch, None)
+
+
 def test_every_notebook_is_collected():
     assert len(NOTEBOOKS) == 5 and WITH_A_TRAINED_MODEL <= {p.stem for p in NOTEBOOKS}
