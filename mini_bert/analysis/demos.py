@@ -27,6 +27,7 @@ from ..core.gradients import MiniBERTGradients, mlm_cross_entropy
 from ..core.math_ops import softmax_forward
 from ..core.model import MiniBERT, describe_cache
 from ..core.variants import AdvancedMiniBERT, relative_position_buckets
+from .. import gradcheck
 from ..training.advanced_optimizers import Lion, Lookahead
 from ..training.checkpoint_utils import (cache_nbytes, checkpointed_loss_and_gradients, loss_and_gradients,
                                          memory_report, parameter_buffers, synthetic_batch)
@@ -150,10 +151,7 @@ def attention_demo(seed: int = 0) -> dict:
 # Week 3: gradients
 
 
-def relative_error(analytic: float, numeric: float, floor: float = 1e-12) -> float:
-    """|a - n| / max(|a|, |n|, floor): scale-free, and the floor keeps two near-zero numbers from dividing by 0
-    (guide, section "Gradient checking")."""
-    return abs(analytic - numeric) / max(abs(analytic), abs(numeric), floor)
+relative_error = gradcheck.relative_error   # |a - n| / max(|a|, |n|, 1e-12) (guide, section "Gradient checking")
 
 
 def _small_float64_model(seed: int) -> MiniBERT:
@@ -165,9 +163,12 @@ def _small_float64_model(seed: int) -> MiniBERT:
     return MiniBERT(cfg, seed=seed)
 
 
-def finite_difference_check(seed: int = 0, h: float = 1e-5) -> list[dict]:
+def finite_difference_check(seed: int = 0, h: float = gradcheck.EPS) -> list[dict]:
     """Central differences vs the hand-written backward on a few entries of a small float64 model.
 
+    The whole-model version of `mini_bert.gradcheck`: the same central difference (`gradcheck.central_difference`)
+    and relative error, applied to single entries of named parameters, since checking all of them takes minutes.
+    To check one op of your own, use `gradcheck.check` or `minibert gradcheck` instead.
     Dropout stays on: each loss evaluation passes a fresh Generator with the same seed, so every forward pass
     draws the same masks and the loss is a smooth function of the parameters again.
     Returns one dict per entry: loss, name, index, analytic, numeric, relative_error.
@@ -218,14 +219,8 @@ def finite_difference_check(seed: int = 0, h: float = 1e-5) -> list[dict]:
             if fn is not loss_fn:
                 continue
             analytic = float(grads.gradients[name][idx])
-            p = model.params[name]                                # a view into the flat buffer
-            old = float(p[idx])
-            p[idx] = old + h
-            up = loss_fn()
-            p[idx] = old - h
-            down = loss_fn()
-            p[idx] = old
-            numeric = (up - down) / (2 * h)
+            # perturb through the view: model.params[name] shares memory with the flat buffer the model reads
+            numeric = gradcheck.central_difference(loss_fn, model.params[name], idx, h)
             results.append({"loss": fn.__name__, "name": name, "index": idx, "analytic": analytic,
                             "numeric": numeric, "relative_error": relative_error(analytic, numeric)})
     return results

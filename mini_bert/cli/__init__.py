@@ -22,7 +22,7 @@ from .arguments import count
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = ["train", "evaluate", "probe", "finetune", "knowledge", "analyze", "report", "explore", "demo",
-                   "config", "metrics", "profile", "memory"]
+                   "config", "metrics", "profile", "memory", "gradcheck"]
 
 EXIT_CODES: dict[type[BaseException], int] = {MiniBertError: 2, KeyboardInterrupt: 130}
 

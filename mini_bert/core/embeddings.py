@@ -45,7 +45,8 @@ def bert_embeddings_forward(input_ids, token_type_ids, E_token, E_pos, E_type):
 
 
 def bert_embeddings_backward(de, input_ids, token_type_ids, dE_token, dE_pos, dE_type):
-    """Accumulates into the gradient buffers dE_token (V, D), dE_pos (P, D), dE_type (S, D).
+    """Accumulates into the gradient buffers dE_token (V, D), dE_pos (P, D), dE_type (S, D) (guide, section
+    "Embeddings").
 
     Position t < T receives sum_b de[b, t]; positions beyond T receive nothing.
     """

@@ -78,7 +78,8 @@ class MiniBERTGradients:
     # Backward passes
 
     def backward_from_logits(self, grad_logits, cache) -> None:
-        """Accumulate dLoss/dparams given dLoss/dlogits of `model.forward` (MLM head, then the encoder)."""
+        """Accumulate dLoss/dparams given dLoss/dlogits of `model.forward` (MLM head, then the encoder; guide,
+        section "MLM head and tied decoder")."""
         model, G, P = self.model, self.store.blocks, self.model.store.blocks
         cfg, head = model.config, cache["mlm_head"]
         tied = cfg.tie_word_embeddings
@@ -106,7 +107,8 @@ class MiniBERTGradients:
         self.backward_from_hidden(dh, cache)
 
     def backward_from_class_logits(self, grad_logits, cache) -> None:
-        """Accumulate gradients given dLoss/d(class logits) (B, C) of `model.forward_classifier`."""
+        """Accumulate gradients given dLoss/d(class logits) (B, C) of `model.forward_classifier` (guide, section
+        "Pooler and classifier")."""
         G, P, c = self.store.blocks, self.model.store.blocks, cache["classifier"]
         ddropped, dW, db = linear_backward(grad_logits, c["dropped"], P["W_cls"])
         G["W_cls"] += dW
@@ -125,7 +127,8 @@ class MiniBERTGradients:
         self.backward_from_hidden(dh, cache)
 
     def backward_from_hidden(self, dh, cache) -> None:
-        """Backward through the encoder from dLoss/d(last hidden state) (B, T, D): layers in reverse, then embeddings."""
+        """Backward through the encoder from dLoss/d(last hidden state) (B, T, D): layers in reverse, then embeddings
+        (guide, section "Encoder layer"; pre-LN starts with ln_f)."""
         G, cfg = self.store.blocks, self.model.config
         if cfg.norm_position == "pre":
             dh, dg, db = layer_norm_backward(dh, cache["ln_f"])
@@ -179,13 +182,15 @@ class MiniBERTGradients:
         return dx
 
     def _embedding_lookup_backward(self, de, cache) -> None:
-        """Backward of `model._embedding_lookup`: scatter-add de (B, T, D) into dE_token, dE_pos and dE_type."""
+        """Backward of `model._embedding_lookup`: scatter-add de (B, T, D) into dE_token, dE_pos and dE_type (guide,
+        section "Embeddings")."""
         G = self.store.blocks
         bert_embeddings_backward(de, cache["input_ids"], cache["token_type_ids"], G["E_token"], G["E_pos"], G["E_type"])
 
     def _attention_backward(self, da, attn_cache, l):
-        """Backward of `model._attention_forward` for layer l: accumulates dW_QKV, db_QKV, dW_O, db_O and returns
-        dLoss/d(attention input) (B, T, D). AdvancedMiniBERTGradients overrides it with the variant attention."""
+        """Backward of `model._attention_forward` for layer l (guide, section "Attention"): accumulates dW_QKV,
+        db_QKV, dW_O, db_O and returns dLoss/d(attention input) (B, T, D). AdvancedMiniBERTGradients overrides it
+        with the variant attention."""
         G, P = self.store.blocks, self.model.store.blocks
         dx, dWqkv, dbqkv, dWo, dbo = attention_backward(da, attn_cache, P[f"W_QKV_{l}"], P[f"W_O_{l}"])
         G[f"W_QKV_{l}"] += dWqkv

@@ -110,7 +110,8 @@ def ffn_forward(x, W1, b1, W2, b2, activation: str):
 
 
 def ffn_backward(df, cache, W1, W2):
-    """Chain rule through the two linears and the activation. Returns (dx, dW1, db1, dW2, db2)."""
+    """Chain rule through the two linears and the activation (guide, section "Encoder layer", the feed-forward
+    network). Returns (dx, dW1, db1, dW2, db2)."""
     da, dW2, db2 = linear_backward(df, cache["a"], W2)
     dh = ACTIVATION_BACKWARD[cache["activation"]](da, cache["act"])
     dx, dW1, db1 = linear_backward(dh, cache["x"], W1)

@@ -422,14 +422,16 @@ class AdvancedMiniBERTGradients(MiniBERTGradients):
         return float(np.sqrt(np.dot(self.flat, self.flat) + np.dot(self.extra_flat, self.extra_flat)))
 
     def backward_from_hidden(self, dh, cache) -> None:
-        """As MiniBERTGradients.backward_from_hidden, after checking that the variants did not change."""
+        """As MiniBERTGradients.backward_from_hidden (guide, section "Encoder layer"), after checking that the
+        variants did not change (VARIANTS.md, section "AdvancedMiniBERT")."""
         if self.extra_store.specs != self.model.extra.specs:
             raise ValueError("the model's variants changed after these gradients were created: "
                              "create AdvancedMiniBERTGradients(model) again after enabling variants")
         super().backward_from_hidden(dh, cache)
 
     def _embedding_lookup_backward(self, de, cache) -> None:
-        """As MiniBERTGradients', except that E_pos gets no gradient when absolute positions are off."""
+        """As MiniBERTGradients' (guide, section "Embeddings"), except that E_pos gets no gradient when absolute
+        positions are off (VARIANTS.md, section "AdvancedMiniBERT")."""
         if self.model.absolute_positions:
             super()._embedding_lookup_backward(de, cache)
             return
@@ -438,7 +440,8 @@ class AdvancedMiniBERTGradients(MiniBERTGradients):
         embedding_backward(de, cache["token_type_ids"], G["E_type"].shape[0], out=G["E_type"])
 
     def _attention_backward(self, da, attn_cache, l):
-        """Variant attention backward; accumulates its parameter gradients into both stores. Returns dx."""
+        """Variant attention backward (VARIANTS.md, section "Attention with the variants"); accumulates its
+        parameter gradients into both stores. Returns dx."""
         dx, grads = attention_variant_backward(da, attn_cache, self.model.attention_params(l))
         G, E = self.store.blocks, self.extra_store.blocks
         for k, g in grads.items():

@@ -20,6 +20,9 @@ so a step can change a unit's weights by at most a fixed fraction of their size,
 Lookahead (Zhang et al. 2019, "Lookahead Optimizer: k steps forward, 1 step back"): an inner optimizer moves the
 fast weights k steps; then the slow weights move part of the way towards them and the fast weights restart there:
     slow += alpha (fast - slow);  fast = slow
+
+docs/MATHEMATICAL_GUIDE.md derives all three and says why each works: sections "Lion", "Adaptive gradient
+clipping" and "Lookahead".
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from .optimizer import AdamW, check_buffers, decay_mask
 # ================================================================================================================
 
 class Lion:
-    """Lion on one flat buffer (see the module docstring for the update). `lr_scale` (optional, aligned with the
-    buffer) gives per-parameter learning-rate multipliers, as for AdamW."""
+    """Lion on one flat buffer (the update: the module docstring; derived in the guide, section "Lion"). `lr_scale`
+    (optional, aligned with the buffer) gives per-parameter learning-rate multipliers, as for AdamW."""
 
     kind = "lion"       # the name a checkpoint records (see AdamW.kind)
 
@@ -108,7 +111,8 @@ def _unit_axis(kind: str, ndim: int):
 
 def adaptive_gradient_clip(grads_flat: np.ndarray, params_flat: np.ndarray, store: ParameterStore,
                            clip: float = 0.01, eps: float = 1e-3, exclude: tuple[str, ...] = ()) -> float:
-    """Unit-wise AGC, in place on `grads_flat`. Returns the fraction of units that were clipped.
+    """Unit-wise AGC, in place on `grads_flat` (guide, section "Adaptive gradient clipping"). Returns the fraction
+    of units that were clipped.
 
     For every unit i (a column of a weight matrix, a row of an embedding, a whole bias or LayerNorm vector; see
     `_unit_axis`): if ||G_i|| > clip * max(||W_i||, eps), G_i is scaled down to exactly that norm; other units are
@@ -148,8 +152,9 @@ def adaptive_gradient_clip(grads_flat: np.ndarray, params_flat: np.ndarray, stor
 
 
 class AdaptiveGradientClipper:
-    """`adaptive_gradient_clip` with its settings bound: `clipper(grads_flat)` clips in place and returns the
-    fraction of units clipped (also kept in `last_fraction`, for logging)."""
+    """`adaptive_gradient_clip` with its settings bound (guide, section "Adaptive gradient clipping"):
+    `clipper(grads_flat)` clips in place and returns the fraction of units clipped (also kept in `last_fraction`,
+    for logging)."""
 
     def __init__(self, params_flat: np.ndarray, store: ParameterStore, clip: float = 0.01, eps: float = 1e-3,
                  exclude: tuple[str, ...] = ()):
@@ -167,7 +172,8 @@ class AdaptiveGradientClipper:
 # ================================================================================================================
 
 class Lookahead:
-    """Wrap any flat-buffer optimizer (AdamW, Lion): every k inner steps, slow += alpha (fast - slow), fast = slow.
+    """Wrap any flat-buffer optimizer (AdamW, Lion): every k inner steps, slow += alpha (fast - slow), fast = slow
+    (guide, section "Lookahead").
 
     The fast weights are `params_flat` itself (the model's buffer), so the model always holds the fast weights;
     the slow weights start as a copy of it. The inner optimizer's moments are kept across synchronisations (the

@@ -55,7 +55,8 @@ def layer_wise_lr_scales(model, decay: float) -> np.ndarray:
 
 
 def clip_grad_norm(grads_flat: np.ndarray, max_norm: float) -> float:
-    """Scale the gradients in place so that their global L2 norm is at most max_norm. Returns the norm before."""
+    """Scale the gradients in place so that their global L2 norm is at most max_norm (guide, section "AdamW",
+    clipping). Returns the norm before."""
     norm = float(np.sqrt(np.dot(grads_flat, grads_flat)))
     if max_norm > 0 and norm > max_norm:
         grads_flat *= grads_flat.dtype.type(max_norm / (norm + 1e-6))
@@ -73,8 +74,8 @@ def check_buffers(name: str, params_flat: np.ndarray, mask: np.ndarray) -> None:
 
 
 class AdamW:
-    """AdamW on one flat buffer. `lr_scale` (optional, aligned with the buffer) gives per-parameter learning-rate
-    multipliers, e.g. layer-wise LR decay."""
+    """AdamW on one flat buffer (guide, section "AdamW"). `lr_scale` (optional, aligned with the buffer) gives
+    per-parameter learning-rate multipliers, e.g. layer-wise LR decay."""
 
     kind = "adamw"      # the name a checkpoint records, so that a resume can check it has the same optimizer
 

@@ -14,7 +14,7 @@ from mini_bert import cli
 
 REPO = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ["train", "selftest", "evaluate", "probe-pos", "finetune-sst2", "knowledge", "analyze", "report",
-               "explore", "demo", "config", "metrics", "profile", "memory"]
+               "explore", "demo", "config", "metrics", "profile", "memory", "gradcheck"]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 

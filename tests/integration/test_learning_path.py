@@ -376,7 +376,7 @@ def test_model_doc_describes_every_cache_entry():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The notebooks (checked, not executed: running them needs jupyter, an optional extra)
+# The notebooks: stored clean and valid (test_notebooks.py executes them)
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

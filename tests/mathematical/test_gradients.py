@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import TOL, assert_gradients_match, numeric_gradient, relative_error, report
+from gradcheck import TOL, check, numeric_gradient, relative_error, report
 from mini_bert import MiniBERT, MiniBERTGradients, ModelConfig, mask_tokens, mlm_cross_entropy
 from mini_bert.core import attention as att
 from mini_bert.core import embeddings as emb
@@ -25,17 +25,16 @@ def randn(*shape, scale=1.0):
 # One line per op (tinygrad style); edge cases get their own line.
 
 def test_softmax():
-    report("softmax", assert_gradients_match(lambda x: (y := math_ops.softmax_forward(x), y),
-                                             lambda dy, y: math_ops.softmax_backward(dy, y), {"x": randn(3, 4, 7)}))
+    report("softmax", check(lambda x: (y := math_ops.softmax_forward(x), y),
+                            lambda dy, y: math_ops.softmax_backward(dy, y), randn(3, 4, 7)))
 
 
 def test_softmax_large_inputs_stay_finite_and_correct():
     x = randn(2, 5) * 1e3
     y = math_ops.softmax_forward(x)
     assert np.isfinite(y).all() and np.allclose(y.sum(-1), 1)
-    report("softmax (scale 5)", assert_gradients_match(lambda x: (y := math_ops.softmax_forward(x), y),
-                                                        lambda dy, y: math_ops.softmax_backward(dy, y),
-                                                        {"x": randn(2, 5) * 5}))
+    report("softmax (scale 5)", check(lambda x: (y := math_ops.softmax_forward(x), y),
+                                      lambda dy, y: math_ops.softmax_backward(dy, y), randn(2, 5) * 5))
 
 
 def test_cross_entropy():
@@ -55,7 +54,7 @@ def test_cross_entropy():
 def test_activation(name):
     x = randn(4, 9) * 2
     x[np.abs(x) < 1e-3] = 0.5   # keep ReLU away from its kink, where finite differences are undefined
-    report(name, assert_gradients_match(math_ops.ACTIVATION_FORWARD[name], math_ops.ACTIVATION_BACKWARD[name], {"x": x}))
+    report(name, check(math_ops.ACTIVATION_FORWARD[name], math_ops.ACTIVATION_BACKWARD[name], x))
 
 
 def test_gelu_large_inputs():
@@ -75,7 +74,7 @@ def test_gelu_is_the_exact_erf_form():
 
 
 def test_tanh():
-    report("tanh", assert_gradients_match(math_ops.tanh_forward, math_ops.tanh_backward, {"x": randn(3, 5)}))
+    report("tanh", check(math_ops.tanh_forward, math_ops.tanh_backward, randn(3, 5)))
 
 
 def test_dropout_with_fixed_mask():
@@ -83,7 +82,7 @@ def test_dropout_with_fixed_mask():
     fwd = lambda x: math_ops.dropout_forward(x, 0.3, np.random.default_rng(1), True)  # noqa: E731
     y, mask = fwd(x)
     assert set(np.unique(mask)) <= {0.0, 1 / 0.7}
-    report("dropout", assert_gradients_match(fwd, math_ops.dropout_backward, {"x": x}))
+    report("dropout", check(fwd, math_ops.dropout_backward, x))
     # expectation is preserved: E[y] = x
     big = np.ones(200_000)
     assert abs(math_ops.dropout_forward(big, 0.3, np.random.default_rng(2), True)[0].mean() - 1) < 0.01
@@ -93,15 +92,14 @@ def test_dropout_with_fixed_mask():
 def test_linear():
     def fwd(x, W, b):
         return layers.linear_forward(x, W, b), (x, W)
-    report("linear", assert_gradients_match(fwd, lambda dy, c: layers.linear_backward(dy, *c),
-                                            {"x": randn(2, 3, 4), "W": randn(4, 5), "b": randn(5)}))
+    report("linear", check(fwd, lambda dy, c: layers.linear_backward(dy, *c),
+                           randn(2, 3, 4), randn(4, 5), randn(5)))
 
 
 def test_layer_norm():
     def fwd(x, gamma, beta):
         return layers.layer_norm_forward(x, gamma, beta, 1e-5)
-    report("layer_norm", assert_gradients_match(fwd, layers.layer_norm_backward,
-                                                {"x": randn(2, 3, 5), "gamma": randn(5), "beta": randn(5)}))
+    report("layer_norm", check(fwd, layers.layer_norm_backward, randn(2, 3, 5), randn(5), randn(5)))
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
@@ -109,9 +107,9 @@ def test_ffn(activation):
     def fwd(x, W1, b1, W2, b2):
         y, c = layers.ffn_forward(x, W1, b1, W2, b2, activation)
         return y, (c, W1, W2)
-    report(f"ffn ({activation})", assert_gradients_match(
+    report(f"ffn ({activation})", check(
         fwd, lambda dy, c: layers.ffn_backward(dy, *c),
-        {"x": randn(2, 3, 4), "W1": randn(4, 6), "b1": randn(6), "W2": randn(6, 4), "b2": randn(4)}))
+        randn(2, 3, 4), randn(4, 6), randn(6), randn(6, 4), randn(4)))
 
 
 def test_embeddings_scatter_add():
@@ -126,7 +124,7 @@ def test_embeddings_scatter_add():
         g = [np.zeros_like(E_tok), np.zeros_like(E_pos), np.zeros_like(E_type)]
         emb.bert_embeddings_backward(dy, ids, tt, *g)
         return tuple(g)
-    report("embeddings", assert_gradients_match(fwd, bwd, {"E_tok": E_tok, "E_pos": E_pos, "E_type": E_type}))
+    report("embeddings", check(fwd, bwd, E_tok, E_pos, E_type))
 
 
 @pytest.mark.parametrize("with_dropout", [False, True])
@@ -139,10 +137,9 @@ def test_attention_with_padding(with_dropout):
         out, c = att.attention_forward(x, W_QKV, b_QKV, W_O, b_O, H, bias, 0.2 if with_dropout else 0.0,
                                        np.random.default_rng(3), with_dropout)
         return out, (c, W_QKV, W_O)
-    report("attention", assert_gradients_match(
+    report("attention", check(
         fwd, lambda dy, c: att.attention_backward(dy, *c),
-        {"x": randn(B, T, D), "W_QKV": randn(D, 3 * D, scale=0.5), "b_QKV": randn(3 * D), "W_O": randn(D, D),
-         "b_O": randn(D)}))
+        randn(B, T, D), randn(D, 3 * D, scale=0.5), randn(3 * D), randn(D, D), randn(D)))
 
 
 def test_attention_padding_gets_no_weight_and_all_padding_row_is_finite():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import TOL, assert_gradients_match, numeric_gradient, relative_error, report
+from gradcheck import TOL, check, numeric_gradient, relative_error, report
 from mini_bert import MiniBERT, MiniBERTGradients, ModelConfig, mask_tokens, mlm_cross_entropy
 from mini_bert.core import attention as att
 from mini_bert.core import variants as var
@@ -27,13 +27,13 @@ def randn(*shape, scale=1.0):
 # Rotary embeddings
 
 def test_rope_gradient():
-    report("rope", assert_gradients_match(lambda x: var.rope_forward(x), var.rope_backward, {"x": randn(2, 3, 5, 8)}))
+    report("rope", check(lambda x: var.rope_forward(x), var.rope_backward, randn(2, 3, 5, 8)))
 
 
 def test_rope_shifted_positions_gradient():
     pos = np.array([3, 7, 8, 20])
-    report("rope (positions)", assert_gradients_match(lambda x: var.rope_forward(x, pos), var.rope_backward,
-                                                      {"x": randn(2, 4, 6)}))
+    report("rope (positions)", check(lambda x: var.rope_forward(x, pos), var.rope_backward,
+                                     randn(2, 4, 6)))
 
 
 def test_rope_preserves_norms_and_backward_inverts_it():
@@ -79,8 +79,7 @@ def test_relative_bias_gradient():
 
     def fwd(table):
         return var.relative_position_bias_forward(T, table, nb, md)
-    report("relative position bias", assert_gradients_match(fwd, var.relative_position_bias_backward,
-                                                            {"table": randn(nb, 3)}))
+    report("relative position bias", check(fwd, var.relative_position_bias_backward, randn(nb, 3)))
 
 
 def test_relative_bias_batched_gradient_sums_over_the_batch():
@@ -127,9 +126,9 @@ def test_gate_gradient():
     def fwd(x, a, W_gate, b_gate):
         y, c = var.gate_forward(x, a, W_gate, b_gate)
         return y, (c, W_gate)
-    report("gate", assert_gradients_match(
+    report("gate", check(
         fwd, lambda dy, c: var.gate_backward(dy, c[0], c[1]),
-        {"x": randn(2, 3, 4), "a": randn(2, 3, 4), "W_gate": randn(4, 4), "b_gate": randn(4)}))
+        randn(2, 3, 4), randn(2, 3, 4), randn(4, 4), randn(4)))
 
 
 def test_gate_is_finite_for_large_inputs():
@@ -155,10 +154,9 @@ def test_attention_variant_gradient_with_padding_and_dropout(variant):
     def bwd(dy, cache):
         dx, g = var.attention_variant_backward(dy, *cache)
         return (dx,) + tuple(g.get(n) for n in names)
-    report(f"attention {sorted(variant)}", assert_gradients_match(
-        fwd, bwd, {"x": randn(B, T, D), "W_QKV": randn(D, 3 * D, scale=0.5), "b_QKV": randn(3 * D),
-                   "W_O": randn(D, D), "b_O": randn(D), "rel_bias_table": randn(nb, H),
-                   "W_gate": randn(D, D, scale=0.5), "b_gate": randn(D)}))
+    report(f"attention {sorted(variant)}", check(
+        fwd, bwd, randn(B, T, D), randn(D, 3 * D, scale=0.5), randn(3 * D), randn(D, D), randn(D), randn(nb, H),
+        randn(D, D, scale=0.5), randn(D)))
 
 
 def test_relative_table_gradient_sums_to_zero_per_head():

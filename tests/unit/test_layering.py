@@ -8,7 +8,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mini_bert"
 # Each layer may import only the layers before it in this list (and modules of its own layer).
-STACK = ["errors", "config", "core", "reference", "data", "training", "factory", "evaluation", "analysis", "cli"]
+STACK = ["errors", "config", "core", "gradcheck", "reference", "data", "training", "factory", "evaluation", "analysis",
+         "cli"]
 FACADE = {"mini_bert", "mini_bert.__main__"}      # the package's lazy exports and `python -m mini_bert`
 
 
