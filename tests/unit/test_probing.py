@@ -235,7 +235,9 @@ def test_max_sentences_must_be_positive(tmp_path):
             probe_pos_checkpoint(tmp_path, max_sentences=bad)
     from mini_bert.cli import main
 
-    assert main(["probe-pos", "--checkpoint", str(tmp_path), "--max-sentences", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:              # the command refuses it as a usage error, exit 2
+        main(["probe-pos", "--checkpoint", str(tmp_path), "--max-sentences", "0"])
+    assert exit_.value.code == 2
 
 
 def test_unknown_tagset_is_rejected():
