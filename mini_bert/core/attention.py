@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import linear_backward, linear_forward
-from .math_ops import dropout_forward, softmax_forward
+from .math_ops import dropout_forward, row_sum, softmax_forward
 
 
 def split_heads(x, H):
@@ -79,7 +79,7 @@ def context_softmax_backward(dC, cache, dV_out):
     # softmax backward in place: dS = A * (dA - rowsum(A * dA)); the mask bias is a constant, it gets no gradient.
     # rowsum(A * dA) = rowsum(dC * C) (step 5): a sum over the head size d, not over the T keys
     C = split_heads(cache["context"], dC.shape[1])                 # (B, H, T, d), a view
-    dA -= (dC * C).sum(axis=-1, keepdims=True)
+    dA -= row_sum(dC * C)
     dA *= A
     return dA
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .math_ops import ACTIVATION_BACKWARD, ACTIVATION_FORWARD
+from .math_ops import ACTIVATION_BACKWARD, ACTIVATION_FORWARD, row_sum
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -67,9 +67,10 @@ def layer_norm_forward(x, gamma, beta, eps):
 
     Caches xhat and rstd = 1/sqrt(var + eps) for the backward pass.
     """
-    mu = x.mean(axis=-1, keepdims=True)                             # (..., 1)
+    inv_d = x.dtype.type(1.0 / x.shape[-1])
+    mu = row_sum(x) * inv_d                                         # (..., 1), the means as a gemv (row_sum)
     xc = x - mu                                                     # (..., D)
-    var = (xc * xc).mean(axis=-1, keepdims=True)                    # (..., 1)
+    var = row_sum(xc * xc) * inv_d                                  # (..., 1)
     rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))                   # (..., 1)
     xhat = xc
     xhat *= rstd                                                    # (..., D), reuses xc's memory
@@ -87,8 +88,9 @@ def layer_norm_backward(dy, cache):
     dgamma = (_rows(dy) * _rows(xhat)).sum(axis=0)
     dbeta = _rows(dy).sum(axis=0)
     g = dy * gamma
-    dx = g - g.mean(axis=-1, keepdims=True)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    inv_d = dy.dtype.type(1.0 / dy.shape[-1])
+    dx = g - row_sum(g) * inv_d                                     # g - mean(g)
+    dx -= xhat * (row_sum(g * xhat) * inv_d)                        # - xhat * mean(g * xhat)
     dx *= rstd
     return dx, dgamma, dbeta
 
