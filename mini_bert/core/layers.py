@@ -82,15 +82,20 @@ def layer_norm_forward(x, gamma, beta, eps):
 def layer_norm_backward(dy, cache):
     """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma (guide, section "LayerNorm").
 
+    The two row means are matrix-vector products with gamma, mean(g) = (dy @ gamma) / D and
+    mean(g * xhat) = ((dy * xhat) @ gamma) / D, so dy * xhat, which dgamma needs anyway, serves both.
     Returns (dx, dgamma, dbeta).
     """
     xhat, rstd, gamma = cache
-    dgamma = (_rows(dy) * _rows(xhat)).sum(axis=0)
-    dbeta = _rows(dy).sum(axis=0)
-    g = dy * gamma
     inv_d = dy.dtype.type(1.0 / dy.shape[-1])
-    dx = g - row_sum(g) * inv_d                                     # g - mean(g)
-    dx -= xhat * (row_sum(g * xhat) * inv_d)                        # - xhat * mean(g * xhat)
+    dy_xhat = dy * xhat                                             # (..., D)
+    dgamma = _rows(dy_xhat).sum(axis=0)
+    dbeta = _rows(dy).sum(axis=0)
+    mean_g = (dy @ gamma)[..., None] * inv_d                        # mean(g), (..., 1)
+    mean_g_xhat = (dy_xhat @ gamma)[..., None] * inv_d              # mean(g * xhat), (..., 1)
+    dx = dy * gamma                                                 # g
+    dx -= mean_g
+    dx -= np.multiply(xhat, mean_g_xhat, out=dy_xhat)               # xhat * mean(g * xhat), in dy_xhat's memory
     dx *= rstd
     return dx, dgamma, dbeta
 
