@@ -72,10 +72,16 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
     return loss, probs
 
 
-def cross_entropy_backward(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """dz = (p - onehot(t)) / N (guide, section "Cross-entropy")."""
+def cross_entropy_backward(probs: np.ndarray, targets: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """dz = (p - onehot(t)) / N (guide, section "Cross-entropy"). With `out` (which may be `probs` itself, when
+    the caller no longer needs it), dz is written there instead of into a new array."""
     n = probs.shape[0]
-    dz = probs.copy()
+    if out is None:
+        dz = probs.copy()
+    else:
+        dz = out
+        if dz is not probs:
+            dz[...] = probs
     dz[np.arange(n, like=targets), targets] -= 1.0
     dz /= n
     return dz
