@@ -6,7 +6,8 @@ OTHER_PARENT is a folder holding a copy of the package under the name OTHER_PACK
 an earlier commit, renamed mini_bert_base: its imports are relative, so it runs beside this checkout's package). The
 two steps run alternately in one process on the same batch (train_step.py's: 64 x 64, 15% masked), so that machine
 load affects both alike; it prints each side's median and the median and quartiles of the per-pair ratio
-this / other. On a shared machine only such paired figures are comparable.
+this / other, and how far the two models' parameters have drifted apart (0 when the two compute bit for bit
+alike). On a shared machine only such paired figures are comparable.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def step_fn(pkg: str, cfg_kwargs: dict, batch_arrays, threads: int):
         opt_mod.clip_grad_norm(worker.grads.flat, 1.0)
         opt.step(worker.grads.flat, 1e-4)
 
+    step.params = model.store.flat
     return step
 
 
@@ -89,6 +91,11 @@ def main() -> None:
         print(f"  {name:<6} median {statistics.median(ts) * 1000:7.1f} ms   min {min(ts) * 1000:7.1f} ms")
     print(f"  this / other, per pair: median {statistics.median(ratios):.3f}  quartiles {q[0]:.3f} - {q[2]:.3f}  "
           f"({args.repeats} pairs)")
+    # both models took the same steps from the same start: how far apart their rounding has taken the parameters
+    a, b = runners["this"].params, runners["other"].params
+    diff = float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
+    print(f"  largest parameter difference after {args.repeats + 3} steps, relative to the largest parameter: "
+          f"{diff:.1e}")
 
 
 if __name__ == "__main__":
