@@ -99,25 +99,10 @@ class GradientWorker:
         else:
             results = list(self.pool.map(self._part, range(len(parts)), parts, shares))
         loss = sum(l * w for (l, _), w in zip(results, shares))       # the mean over all masked positions
-        self._combine([g.flat for g in self.thread_grads[1:len(results)]])
-        return loss, results[0][1]
-
-    def _combine(self, others) -> None:
-        """Add the other threads' gradient buffers into self.grads, in thread order. Each thread adds one contiguous
-        range of the buffer (every element is still g_0 + g_1 + ..., in that order: the same result as one loop)."""
         g0 = self.grads.flat
-        if not others:
-            return
-
-        def add(r):
-            for g in others:
-                g0[r] += g[r]
-
-        if self.pool is None:
-            add(slice(None))
-        else:
-            bounds = np.linspace(0, g0.shape[0], self.threads + 1).astype(int)
-            list(self.pool.map(add, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+        for g in self.thread_grads[1:len(results)]:
+            g0 += g.flat
+        return loss, results[0][1]
 
     def close(self) -> None:
         if self.pool is not None:
