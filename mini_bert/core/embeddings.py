@@ -32,7 +32,7 @@ def embedding_backward(dy, ids, num_embeddings: int, out=None):
         dE += onehot.T.astype(dy.dtype) @ dy
     elif ids.size:
         # rows sorted by id (a stable sort keeps each id's rows in order), each id's run summed by one reduceat, one
-        # indexed add per distinct id: 1.5x faster than np.add.at's row-by-row scatter (2,048 rows into 8,192)
+        # indexed add per distinct id: 1.4x faster than np.add.at's row-by-row scatter (2,048 rows into 8,192)
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         first = np.flatnonzero(np.concatenate([np.ones(1, dtype=bool, like=ids), sorted_ids[1:] != sorted_ids[:-1]]))
