@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import linear_backward, linear_forward
-from .math_ops import dropout_forward, softmax_forward
+from .math_ops import dropout_forward, row_sum, softmax_forward
 
 
 def split_heads(x, H):
@@ -47,8 +47,9 @@ def attention_forward(x, W_QKV, b_QKV, W_O, b_O, num_heads, bias=None, dropout_p
     B, T, D = x.shape
     H, d = num_heads, D // num_heads
     qkv = linear_forward(x, W_QKV, b_QKV)                          # (B, T, 3D)
-    # one copy puts Q, K and V head-major: (3, B, H, T, d), each (T, d) matrix contiguous for the matmuls
-    QKV = np.ascontiguousarray(qkv.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4), like=qkv)
+    # Q, K and V as head-major views of qkv, no copy: each (T, d) matrix has unit column stride and row stride 3D,
+    # a layout BLAS reads as it is (its leading dimension), as fast as a contiguous copy
+    QKV = qkv.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4)      # (3, B, H, T, d)
     Q, K, V = QKV[0], QKV[1], QKV[2]                               # (B, H, T, d) each
     scale = x.dtype.type(1.0 / np.sqrt(d))
     S = (Q * scale) @ K.transpose(0, 1, 3, 2)                      # (B, H, T, T); scaling Q is cheaper than S
@@ -56,8 +57,8 @@ def attention_forward(x, W_QKV, b_QKV, W_O, b_O, num_heads, bias=None, dropout_p
         S += bias
     A = softmax_forward(S)                                         # (B, H, T, T), rows sum to 1 (in S's memory)
     A_drop, drop_mask = dropout_forward(A, dropout_p, rng, training)
-    C = A_drop @ V                                                 # (B, H, T, d)
-    context = merge_heads(C)                                       # (B, T, D)
+    context = np.empty((B, T, D), dtype=x.dtype, like=x)           # (B, T, D)
+    np.matmul(A_drop, V, out=split_heads(context, H))              # C = A_drop V (B, H, T, d), written merged
     out = linear_forward(context, W_O, b_O)                        # (B, T, D)
     cache = {
         "x": x, "Q": Q, "K": K, "V": V, "scale": scale,
@@ -79,7 +80,7 @@ def context_softmax_backward(dC, cache, dV_out):
     # softmax backward in place: dS = A * (dA - rowsum(A * dA)); the mask bias is a constant, it gets no gradient.
     # rowsum(A * dA) = rowsum(dC * C) (step 5): a sum over the head size d, not over the T keys
     C = split_heads(cache["context"], dC.shape[1])                 # (B, H, T, d), a view
-    dA -= (dC * C).sum(axis=-1, keepdims=True)
+    dA -= row_sum(dC * C)
     dA *= A
     return dA
 
@@ -90,12 +91,13 @@ def attention_backward(dout, cache, W_QKV, W_O):
     B, H, T, d = Q.shape
     D = H * d
     dcontext, dW_O, db_O = linear_backward(dout, cache["context"], W_O)   # (B, T, D)
-    dC = np.ascontiguousarray(split_heads(dcontext, H), like=dcontext)   # (B, H, T, d)
-    dQKV = np.empty((3, B, H, T, d), dtype=Q.dtype, like=Q)        # dQ, dK, dV written in place: no concatenate
+    dC = split_heads(dcontext, H)                                  # (B, H, T, d), a view (BLAS reads it as it is)
+    # dQ, dK, dV written in place into the (B, T, 3D) layout of qkv, through head-major views: no concatenate
+    dqkv = np.empty((B, T, 3 * D), dtype=Q.dtype, like=Q)
+    dQKV = dqkv.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4)    # (3, B, H, T, d) views
     dS = context_softmax_backward(dC, cache, dQKV[2])              # (B, H, T, T)
     dS *= scale                                                    # S = scale Q K^T
     np.matmul(dS, K, out=dQKV[0])                                  # dQ = scale dS K
     np.matmul(dS.transpose(0, 1, 3, 2), Q, out=dQKV[1])            # dK = scale dS^T Q
-    dqkv = dQKV.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * D)      # back to the (B, T, 3D) layout of qkv
     dx, dW_QKV, db_QKV = linear_backward(dqkv, cache["x"], W_QKV)
     return dx, dW_QKV, db_QKV, dW_O, db_O

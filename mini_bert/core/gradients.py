@@ -39,7 +39,7 @@ def mlm_cross_entropy(logits, target_ids, mask_positions):
     if logits.shape[0] != targets.shape[0]:
         raise ValueError(f"logits has {logits.shape[0]} rows but mask_positions selects {targets.shape[0]}")
     loss, probs = cross_entropy_forward(logits, targets)
-    return loss, cross_entropy_backward(probs, targets)
+    return loss, cross_entropy_backward(probs, targets, out=probs)    # probs is this function's own: reuse it
 
 
 class MiniBERTGradients:

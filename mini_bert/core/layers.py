@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .math_ops import ACTIVATION_BACKWARD, ACTIVATION_FORWARD
+from .math_ops import ACTIVATION_BACKWARD, ACTIVATION_FORWARD, row_sum
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -67,9 +67,10 @@ def layer_norm_forward(x, gamma, beta, eps):
 
     Caches xhat and rstd = 1/sqrt(var + eps) for the backward pass.
     """
-    mu = x.mean(axis=-1, keepdims=True)                             # (..., 1)
+    inv_d = x.dtype.type(1.0 / x.shape[-1])
+    mu = row_sum(x) * inv_d                                         # (..., 1), the means as a gemv (row_sum)
     xc = x - mu                                                     # (..., D)
-    var = (xc * xc).mean(axis=-1, keepdims=True)                    # (..., 1)
+    var = row_sum(xc * xc) * inv_d                                  # (..., 1)
     rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))                   # (..., 1)
     xhat = xc
     xhat *= rstd                                                    # (..., D), reuses xc's memory
@@ -81,14 +82,20 @@ def layer_norm_forward(x, gamma, beta, eps):
 def layer_norm_backward(dy, cache):
     """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma (guide, section "LayerNorm").
 
+    The two row means are matrix-vector products with gamma, mean(g) = (dy @ gamma) / D and
+    mean(g * xhat) = ((dy * xhat) @ gamma) / D, so dy * xhat, which dgamma needs anyway, serves both.
     Returns (dx, dgamma, dbeta).
     """
     xhat, rstd, gamma = cache
-    dgamma = (_rows(dy) * _rows(xhat)).sum(axis=0)
+    inv_d = dy.dtype.type(1.0 / dy.shape[-1])
+    dy_xhat = dy * xhat                                             # (..., D)
+    dgamma = _rows(dy_xhat).sum(axis=0)
     dbeta = _rows(dy).sum(axis=0)
-    g = dy * gamma
-    dx = g - g.mean(axis=-1, keepdims=True)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    mean_g = (dy @ gamma)[..., None] * inv_d                        # mean(g), (..., 1)
+    mean_g_xhat = (dy_xhat @ gamma)[..., None] * inv_d              # mean(g * xhat), (..., 1)
+    dx = dy * gamma                                                 # g
+    dx -= mean_g
+    dx -= np.multiply(xhat, mean_g_xhat, out=dy_xhat)               # xhat * mean(g * xhat), in dy_xhat's memory
     dx *= rstd
     return dx, dgamma, dbeta
 

@@ -116,7 +116,7 @@ class AdamW:
         b1, b2, dt = self.beta1, self.beta2, self.params.dtype.type
         g, m, v, buf, buf2, params = grads_flat[r], self.m[r], self.v[r], self._buf[r], self._buf2[r], self.params[r]
         m *= dt(b1)
-        m += dt(1.0 - b1) * g                                         # m = b1 m + (1 - b1) g
+        m += np.multiply(g, dt(1.0 - b1), out=buf)                    # m = b1 m + (1 - b1) g, no temporary
         np.multiply(g, g, out=buf)
         buf *= dt(1.0 - b2)
         v *= dt(b2)

@@ -1,11 +1,13 @@
 """The benchmark scripts that need hardware this machine may lack run their own code here: benchmarks/gpu_step.py
-in its dry run (NumPy and the PyTorch twin on the CPU, tiny shapes). Its GPU figures are measured on a GPU."""
+in its dry run (NumPy and the PyTorch twin on the CPU, tiny shapes). Its GPU figures are measured on a GPU. And
+benchmarks/ab_step.py, the paired A/B of two copies of the package, on tiny shapes."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,3 +29,15 @@ def test_gpu_step_dry_run_times_both_sides_and_agrees_with_the_cpu():
     assert out.count("  eager    median") == 2
     eager = [float(line.rsplit("eager ", 1)[1]) for line in out.splitlines() if "relative difference" in line]
     assert all(d < 1e-4 for d in eager), out
+
+
+def test_ab_step_pairs_two_copies_and_finds_a_copy_computes_alike(tmp_path):
+    shutil.copytree(REPO / "mini_bert", tmp_path / "mini_bert_copy", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "benchmarks/ab_step.py", str(tmp_path), "mini_bert_copy", "--repeats", "4",
+                           "--batch", "4", "--seq", "16", "num_layers=1", "hidden_size=32", "num_heads=2",
+                           "intermediate_size=64", "vocab_size=128"],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "  this   median" in out and "  other  median" in out and "(4 pairs)" in out, out
+    assert "largest parameter difference after 7 steps, relative to the largest parameter: 0.0e+00" in out, out
