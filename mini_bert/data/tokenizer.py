@@ -124,6 +124,25 @@ class WordPieceTokenizer:
         return cls(vocab, lowercase)
 
     @classmethod
+    def frequent_words(cls, sentences: Iterable[str], vocab_size: int, lowercase: bool = True
+                       ) -> "WordPieceTokenizer":
+        """A vocabulary by a fixed rule, the same on every run: the special tokens, every alphabet character both
+        word-initially and as `##c`, then the most frequent words of two or more characters (ties in alphabetical
+        order). Hugging Face's trainer breaks ties between equally frequent pairs differently from one process to
+        the next; where two runs must see the same vocabulary without sharing a file, this one does."""
+        from collections import Counter
+
+        vocab = list(SPECIAL_TOKENS) + [p for c in _alphabet(lowercase) for p in (c, CONTINUATION + c)]
+        if vocab_size < len(vocab):
+            raise DataError(f"vocab_size={vocab_size} is too small: the special tokens and the base alphabet "
+                            f"(with ## forms) alone take {len(vocab)}")
+        have = set(vocab)
+        counts = Counter(w for s in sentences for w in (s.lower() if lowercase else s).split()
+                         if w not in have and len(w) > 1)
+        words = [w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))]
+        return cls(vocab + words[:vocab_size - len(vocab)], lowercase)
+
+    @classmethod
     def train_fitted(cls, sentences: Iterable[str], vocab_size: int = 8192, lowercase: bool = True,
                      log=None) -> "WordPieceTokenizer":
         """A WordPiece vocabulary of exactly `vocab_size` tokens every one of which occurs when `sentences` are

@@ -1,6 +1,7 @@
-"""A tiny trained run that the report and explorer tests share: a 2-layer pre-LN model (hidden 32, 2 heads)
-trained by the Trainer for 60 steps on a templated corpus, with held-out evaluations every 20 steps, so the
-run folder has curves, checkpoints and best/ like a real one (a few seconds on one core)."""
+"""What the integration tests share: a tiny trained run (`tiny_run`: a 2-layer pre-LN model, hidden 32, 2 heads,
+trained by the Trainer for 60 steps on a templated corpus with held-out evaluations every 20 steps, so the run
+folder has curves, checkpoints and best/ like a real one; a few seconds on one core), the trainer that makes it
+(`train_tiny_run`, for runs of another length), and a PTB slice with its vocabulary (`corpus`)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,18 @@ def make_tiny_run():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     return train_tiny_run(tmp_path_factory.mktemp("tiny-run"), max_steps=60, checkpoint_every=30, eval_every=20)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """3,000 PTB training sentences as a plain text corpus (train = 95% of lines, valid = every 20th), with a
+    512-token WordPiece vocabulary trained on it in the same folder (vocab.txt): the trainer and MPI tests' runs
+    share it through data.tokenizer, so that runs compared with each other see one vocabulary."""
+    from mini_bert.data.readers import load_ptb
+    from mini_bert.data.tokenizer import WordPieceTokenizer
+
+    folder = tmp_path_factory.mktemp("corpus")
+    lines = load_ptb("train")[:3000]
+    (folder / "ptb_slice.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    WordPieceTokenizer.train(lines, vocab_size=512).save(folder)
+    return folder / "ptb_slice.txt"

@@ -23,7 +23,6 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from mini_bert import cli
-from mini_bert.data.tokenizer import WordPieceTokenizer
 from mini_bert.training.checkpointing import latest_checkpoint, list_step_checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None or importlib.util.find_spec("mpi4py") is None,
@@ -37,17 +36,6 @@ if hasattr(os, "geteuid") and os.geteuid() == 0:       # OpenMPI refuses root un
     ENV.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"]
 TRAIN = [sys.executable, "-m", "mini_bert", "train", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    from mini_bert.data.readers import load_ptb
-
-    folder = tmp_path_factory.mktemp("corpus")
-    lines = load_ptb("train")[:3000]
-    (folder / "ptb_slice.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    WordPieceTokenizer.train(lines, vocab_size=512).save(folder)
-    return folder / "ptb_slice.txt"
 
 
 def tiny(corpus: Path, out: Path, **training) -> list[str]:

@@ -35,20 +35,15 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from process to process: with it, how far the most focused head's entropy fell varied from 0.15 to 1.6 nats
     between identical runs (1.5 to 2.7 with this vocabulary, over five training seeds). With one thread the
     run is then the same every time."""
-    from collections import Counter
-
-    from mini_bert.config import SPECIAL_TOKENS, load_config
+    from mini_bert.config import load_config
     from mini_bert.data.readers import load_ptb
-    from mini_bert.data.tokenizer import CONTINUATION, WordPieceTokenizer, _alphabet
+    from mini_bert.data.tokenizer import WordPieceTokenizer
     from mini_bert.training.trainer import Trainer
 
     folder = tmp_path_factory.mktemp("notebook-checkpoint")
     lines = load_ptb("train")[:4000]
     (folder / "ptb_slice.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    vocab = list(SPECIAL_TOKENS) + [p for c in _alphabet(lowercase=True) for p in (c, CONTINUATION + c)]
-    counts = Counter(word for line in lines for word in line.split() if word not in SPECIAL_TOKENS and len(word) > 1)
-    words = [w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0])) if w not in vocab]
-    WordPieceTokenizer(vocab + words[:1000 - len(vocab)]).save(folder)
+    WordPieceTokenizer.frequent_words(lines, vocab_size=1000).save(folder)
     run = folder / "run"
     overrides = [
         "model.vocab_size=1000", "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2",

@@ -52,19 +52,6 @@ def _one_blas_thread():
         yield
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """3,000 PTB training sentences as a plain text corpus (train = 95% of lines, valid = every 20th), with a
-    512-token WordPiece vocabulary trained on it in the same folder (vocab.txt)."""
-    from mini_bert.data.readers import load_ptb
-
-    folder = tmp_path_factory.mktemp("corpus")
-    lines = load_ptb("train")[:3000]
-    (folder / "ptb_slice.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    WordPieceTokenizer.train(lines, vocab_size=512).save(folder)
-    return folder / "ptb_slice.txt"
-
-
 def tiny(corpus: Path, out: Path, **training) -> list[str]:
     """key=value overrides for a tiny run into `out`; `training` overrides training.* settings."""
     settings = {"max_steps": STEPS, "log_every": 1, "checkpoint_every": CHECKPOINT_EVERY, "eval_every": EVAL_EVERY,

@@ -49,18 +49,12 @@ def corpus(tmp_path_factory) -> Path:
     the most frequent words, ties in alphabetical order) rather than by Hugging Face's trainer, which breaks ties
     between equally frequent pairs differently from one process to the next: these runs are short enough for a
     slightly different vocabulary to change whether, say, the adaptive mask rate moves within 30 steps."""
-    from collections import Counter
-
     from mini_bert.data.readers import load_ptb
-    from mini_bert.data.tokenizer import CONTINUATION, _alphabet
 
     folder = tmp_path_factory.mktemp("corpus")
     lines = load_ptb("train")[:2000]
     (folder / "ptb_slice.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    vocab = list(SPECIAL_TOKENS) + [p for c in _alphabet(lowercase=True) for p in (c, CONTINUATION + c)]
-    counts = Counter(word for line in lines for word in line.split() if word not in SPECIAL_TOKENS and len(word) > 1)
-    words = [w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0])) if w not in vocab]
-    WordPieceTokenizer(vocab + words[:512 - len(vocab)]).save(folder)
+    WordPieceTokenizer.frequent_words(lines, vocab_size=512).save(folder)
     return folder / "ptb_slice.txt"
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from mini_bert.config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
 from mini_bert.data.tokenizer import WordPieceTokenizer
+from mini_bert.errors import DataError
 
 
 def _corpus(n=600, seed=0):
@@ -147,3 +148,15 @@ def test_ptb_tokenizer_only_unknown_words_become_unk():
     assert n_unk == sum(s.split().count("[UNK]") for s in valid)
     # PTB has neither capitals nor punctuation, yet a cased BLiMP-style sentence has no [UNK].
     assert UNK_ID not in t.encode("Who did Mary's 3 friends see?")
+
+
+def test_frequent_words_is_a_fixed_rule_the_same_on_every_call():
+    lines = ["the cat sat on the mat", "the dog sat", "a cat ran"] * 3      # the 9, cat 6, sat 6, the rest 3
+    a = WordPieceTokenizer.frequent_words(lines, vocab_size=200)
+    assert a.vocab == WordPieceTokenizer.frequent_words(list(reversed(lines)), vocab_size=200).vocab
+    words = [t for t in a.vocab if len(t) > 1 and not t.startswith(("##", "["))]
+    assert words == ["the", "cat", "sat", "dog", "mat", "on", "ran"]      # by count, ties alphabetical
+    base = len(a.vocab) - len(words)
+    assert len(WordPieceTokenizer.frequent_words(lines, vocab_size=base + 2).vocab) == base + 2   # cut at the size
+    with pytest.raises(DataError, match="too small"):
+        WordPieceTokenizer.frequent_words(lines, vocab_size=10)
