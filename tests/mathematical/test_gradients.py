@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import TOL, check, numeric_gradient, relative_error, report
-from mini_bert import MiniBERT, MiniBERTGradients, ModelConfig, mask_tokens, mlm_cross_entropy
+from gradcheck import TOL, check, model_case, numeric_gradient, relative_error, report
+from mini_bert import MiniBERT, MiniBERTGradients, ModelConfig, mlm_cross_entropy
 from mini_bert.core import attention as att
 from mini_bert.core import embeddings as emb
 from mini_bert.core import layers, math_ops
@@ -169,18 +169,6 @@ def _tiny_model(activation, norm, dropout, tie=True):
     return model
 
 
-def _model_case():
-    r = np.random.default_rng(2)
-    ids = r.integers(5, 19, (2, 7))
-    ids[:, 0] = 2
-    ids[1, 5:] = 0                                  # padding in the second sequence
-    attention_mask = (ids != 0).astype(np.int64)
-    token_type_ids = np.zeros_like(ids)
-    token_type_ids[:, 4:] = 1
-    inp, tgt, pos = mask_tokens(ids, 19, 4, 0.3, np.random.default_rng(3))
-    return inp, tgt, pos, attention_mask, token_type_ids
-
-
 def _check_model(model, loss_and_grads):
     L, analytic = loss_and_grads()
     flat = model.store.flat
@@ -212,7 +200,7 @@ def _slice_of(model, view):
 def test_whole_model_mlm(activation, norm):
     """All parameters, with padding, token types, masked-positions path and dropout masks held fixed."""
     model = _tiny_model(activation, norm, dropout=True)
-    inp, tgt, pos, am, tt = _model_case()
+    inp, tgt, pos, am, tt = model_case()
 
     def loss_and_grads():
         g = MiniBERTGradients(model)
@@ -227,7 +215,7 @@ def test_whole_model_mlm(activation, norm):
 
 def test_whole_model_full_logits_untied_gelu_tanh():
     model = _tiny_model("gelu_tanh", "post", dropout=False, tie=False)
-    inp, tgt, pos, am, tt = _model_case()
+    inp, tgt, pos, am, tt = model_case()
 
     def loss_and_grads():
         g = MiniBERTGradients(model)
@@ -243,7 +231,7 @@ def test_whole_model_full_logits_untied_gelu_tanh():
 def test_whole_model_classifier(norm, pooling):
     model = _tiny_model("gelu", norm, dropout=True)
     model.config.classifier_pooling = pooling
-    inp, _, _, am, tt = _model_case()
+    inp, _, _, am, tt = model_case()
     labels = np.array([1, 0])
 
     def loss_and_grads():
@@ -258,7 +246,7 @@ def test_whole_model_classifier(norm, pooling):
 
 def test_masked_path_equals_full_logits_at_masked_positions():
     model = _tiny_model("gelu", "post", dropout=False)
-    inp, tgt, pos, am, tt = _model_case()
+    inp, tgt, pos, am, tt = model_case()
     full, _ = model.forward(inp, am, tt)
     masked, _ = model.forward(inp, am, tt, masked_positions=pos)
     np.testing.assert_allclose(masked, full[pos], rtol=1e-12, atol=1e-12)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import TOL, check, numeric_gradient, relative_error, report
+from gradcheck import TOL, check, model_case, numeric_gradient, relative_error, report
 from mini_bert import MiniBERT, MiniBERTGradients, ModelConfig, mask_tokens, mlm_cross_entropy
 from mini_bert.core import attention as att
 from mini_bert.core import variants as var
@@ -201,18 +201,6 @@ def _config(norm="post", dropout=True, dtype="float64", **kw):
                        layer_norm_eps=1e-5, **kw)
 
 
-def _case():
-    r = np.random.default_rng(2)
-    ids = r.integers(5, 19, (2, 7))
-    ids[:, 0] = 2
-    ids[1, 5:] = 0                                                  # padding in the second sequence
-    am = (ids != 0).astype(np.int64)
-    tt = np.zeros_like(ids)
-    tt[:, 4:] = 1
-    inp, tgt, pos = mask_tokens(ids, 19, 4, 0.3, np.random.default_rng(3))
-    return inp, tgt, pos, am, tt
-
-
 def _tiny_advanced(norm="post", absolute_positions=True, **variants):
     model = AdvancedMiniBERT(_config(norm), seed=1, num_buckets=8, max_distance=5,
                              absolute_positions=absolute_positions, **variants)
@@ -222,7 +210,7 @@ def _tiny_advanced(norm="post", absolute_positions=True, **variants):
     return model
 
 
-CASE = _case()
+CASE = model_case()
 
 
 def _loss(model):
@@ -276,7 +264,7 @@ def test_whole_advanced_model_gradients(norm, absolute, variants):
 
 def test_classifier_path_with_all_variants():
     model = _tiny_advanced("post", True, rotary=True, relative_position=True, gated_attention=True)
-    inp, _, _, am, tt = _case()
+    inp, _, _, am, tt = model_case()
     labels = np.array([1, 0])
 
     def loss_and_grads():
@@ -300,7 +288,7 @@ def test_all_variants_off_is_minibert_exactly(norm):
     cfg = _config(norm, dtype="float32")
     base, adv = MiniBERT(cfg, seed=3), AdvancedMiniBERT(cfg, seed=3)
     np.testing.assert_array_equal(adv.store.flat, base.store.flat)
-    inp, tgt, pos, am, tt = _case()
+    inp, tgt, pos, am, tt = model_case()
     results = []
     for model, G in ((base, MiniBERTGradients), (adv, AdvancedMiniBERTGradients)):
         g = G(model)
@@ -314,7 +302,7 @@ def test_all_variants_off_is_minibert_exactly(norm):
 
 def test_without_absolute_positions_e_pos_is_unused():
     model = AdvancedMiniBERT(_config(dropout=False), rotary=True, absolute_positions=False)
-    inp, _, _, am, tt = _case()
+    inp, _, _, am, tt = model_case()
     before, _ = model.forward(inp, am, tt)
     model.params["E_pos"][...] = np.random.default_rng(0).normal(size=model.params["E_pos"].shape)
     np.testing.assert_array_equal(model.forward(inp, am, tt)[0], before)
@@ -364,7 +352,7 @@ def test_state_dict_round_trip_and_stale_gradients():
         MiniBERT(cfg).load_state_dict(a.state_dict())
     g = AdvancedMiniBERTGradients(a)
     a.implement_rotary_embeddings()                                # no new tensors: the gradients still fit
-    inp, tgt, pos, am, tt = _case()
+    inp, tgt, pos, am, tt = model_case()
     logits, cache = a.forward(inp, am, tt, masked_positions=pos)
     g.backward_from_logits(mlm_cross_entropy(logits, tgt, pos)[1], cache)
     c = AdvancedMiniBERT(cfg)
