@@ -25,10 +25,12 @@ import os
 from pathlib import Path
 
 from .. import __version__
+from ..data.sources import check_output_path
 from ..errors import MiniBertError
 from .explorer import MathematicalExplorer
 from .issues import detect_training_issues
 from .report import DEFAULT_TEXT, default_output_dir
+from .training_analyzer import read_metrics
 from .webpage import attention_view, fitting_sentence, gradient_view, render_page
 
 MAX_POINTS = 1500                   # per curve: a longer log is thinned to this many points (the last one kept)
@@ -53,20 +55,9 @@ def default_report_path(checkpoint) -> Path:
 
 
 def check_output(path) -> Path:
-    """The report's path, checked before any work: not a folder, inside a folder that exists or can be made and
-    that this user may write to, and not inside a run folder (which only the trainer writes). MiniBertError else."""
-    path = Path(path)
-    if path.is_dir():
-        raise MiniBertError(f"--output {path} is a folder; give a file name such as {path / 'report.html'}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise MiniBertError(f"--output {path} exists and cannot be overwritten (no write permission)")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise MiniBertError(f"--output {path}: {parent} is a file, so the report's folder cannot be made")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise MiniBertError(f"--output {path}: cannot write into {parent} (no write permission)")
+    """The report's path, checked before any work: writable as a file (`check_output_path`) and not inside a run
+    folder, which only the trainer writes. MiniBertError else."""
+    path = check_output_path(path, "--output")
     for folder in [path.parent, *path.parent.parents]:
         if _is_run_folder(folder):
             raise MiniBertError(f"--output {path} is inside the run folder {folder}, which only training writes "
@@ -98,27 +89,6 @@ def run_folder(checkpoint) -> Path | None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # The training log
-
-
-def read_metrics(run_dir: Path | None) -> tuple[list[dict], int]:
-    """The records of metrics.jsonl and how many lines could not be read (a torn last line after a crash)."""
-    path = None if run_dir is None else run_dir / "metrics.jsonl"
-    if path is None or not path.exists():
-        return [], 0
-    records, bad = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-        else:
-            bad += 1
-    return records, bad
 
 
 def thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:

@@ -56,6 +56,28 @@ from .figures import FigurePaths, _new_figure, _save, plot_weight_evolution, to_
 ABLATION_MODES = ("mean", "zero")
 
 
+def read_metrics(run_dir: Path | None) -> tuple[list[dict], int]:
+    """The records of a run's metrics.jsonl and how many lines could not be read: a torn last line is what a crash
+    or a full disk leaves, and the trainer drops it on --resume, so readers skip it too."""
+    path = None if run_dir is None else Path(run_dir) / "metrics.jsonl"
+    if path is None or not path.exists():
+        return [], 0
+    records, bad = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            bad += 1
+    return records, bad
+
+
 class TrainingAnalyzer:
     """Analyse the run in `run_dir`.
 
@@ -101,18 +123,8 @@ class TrainingAnalyzer:
         return self.checkpoint(self.steps[-1]).config
 
     def history(self) -> list[dict]:
-        """The records of metrics.jsonl, in order ([] if the file is missing)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return []
-        out = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path} line {n} is not JSON ({e}); was the file edited by hand?") from None
-        return out
+        """The records of metrics.jsonl, in order ([] if the file is missing; a torn line is left out)."""
+        return read_metrics(self.run_dir)[0]
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """The weights at step 0: the trainer builds them as MiniBERT(cfg.model, seed=cfg.training.seed)."""

@@ -362,3 +362,16 @@ def test_analyze_writes_beside_the_run_so_a_resume_cannot_delete_it(run_dir):
     assert cli.main(["analyze", "--checkpoint", str(run_dir / "best"), "--what", "attention"]) == 0
     assert sorted(p.name for p in run_dir.iterdir()) == before
     assert (run_dir.parent / f"{run_dir.name}-analysis" / "best" / "summary.md").is_file()
+
+
+def test_the_analyzer_reads_a_run_with_a_torn_last_metrics_line(run_dir, tmp_path):
+    """What a crash leaves (half a JSON line) is skipped, as the trainer's --resume drops it, not an error."""
+    from mini_bert.analysis.training_analyzer import TrainingAnalyzer, read_metrics
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    whole = read_metrics(copy)[0]
+    with open(copy / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 101, "train_lo')
+    assert read_metrics(copy) == (whole, 1)
+    assert TrainingAnalyzer(copy, max_batches=2).history() == whole
