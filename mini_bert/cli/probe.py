@@ -16,8 +16,8 @@ def add_parser(sub, common) -> None:
                         f"{DEFAULT_MAX_SENTENCES}: about 5 minutes on two cores for the base model; EWT has 12,544 "
                         f"train and 2,001 dev sentences, so N >= 12544 uses all of them)")
     p.add_argument("--max-fit-words", type=count(1), default=None,
-                   help="fit each probe on at most N training words (default: 10,000; the whole split's ~204k "
-                        "words with --max-sentences 12544 --max-fit-words 250000)")
+                   help="choose each probe's L2 penalty with fits on at most N training words (default: 10,000); "
+                        "the chosen probe is then refitted on every training word")
     p.add_argument("--tagset", choices=TAGSETS, default="upos")
     p.add_argument("--skip", default="", help="comma-separated baselines to leave out: random-init, control "
                                               "(the majority tag is always reported)")
