@@ -50,6 +50,9 @@ class ModelConfig(_Strict):
     attention_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     layer_norm_eps: float = Field(1e-12, gt=0.0)
     initializer_range: float = Field(0.02, gt=0.0)
+    # how E_pos starts (it is learned either way): N(0, initializer_range^2) like every embedding, or the
+    # Transformer's sinusoids scaled to the same RMS, so that nearby positions start with similar vectors
+    position_init: Literal["normal", "sinusoidal"] = "normal"
     dtype: Literal["float32", "float64"] = "float32"
     tie_word_embeddings: bool = True
     num_labels: int = Field(2, ge=1)

@@ -11,6 +11,23 @@ import numpy as np
 SMALL_TABLE = 64
 
 
+def sinusoidal_positions(P: int, D: int, rms: float = 1.0) -> np.ndarray:
+    """The Transformer's position table (Vaswani et al. 2017), scaled so that its entries' RMS is `rms`:
+
+        PE[t, 2i] = sin(t / 10000^(2i/D)),   PE[t, 2i+1] = cos(t / 10000^(2i/D))      (P, D) float64
+
+    Each (sin, cos) pair turns by a fixed angle per position, so PE[t] . PE[t+k] depends on k alone and is largest
+    at k = 0: neighbouring positions start out similar, where random rows start out unrelated.
+    """
+    t = np.arange(P, dtype=np.float64)[:, None]                    # (P, 1)
+    freq = 10000.0 ** (-np.arange(0, D, 2, dtype=np.float64) / D)  # (ceil(D/2),)
+    angle = t * freq                                               # (P, ceil(D/2))
+    pe = np.empty((P, D))
+    pe[:, 0::2] = np.sin(angle)
+    pe[:, 1::2] = np.cos(angle[:, :D // 2])
+    return pe * (rms / np.sqrt(np.mean(pe * pe)))
+
+
 def embedding_forward(ids, E):
     """y[b, t] = E[ids[b, t]]. ids: (B, T) int, E: (V, D) -> (B, T, D)."""
     return E[ids]

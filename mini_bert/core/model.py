@@ -21,7 +21,7 @@ import numpy as np
 from ..config import CLS_ID, MASK_ID, PAD_ID, SEP_ID, ModelConfig
 from ..errors import InputError
 from .attention import attention_forward, mask_bias
-from .embeddings import bert_embeddings_forward
+from .embeddings import bert_embeddings_forward, sinusoidal_positions
 from .layers import ffn_forward, layer_norm_forward, linear_forward
 from .math_ops import ACTIVATION_FORWARD, dropout_forward, tanh_forward
 from .parameters import ParameterStore, parameter_specs
@@ -60,7 +60,9 @@ class MiniBERT:
         return self.store.views
 
     def init_weights(self, rng: np.random.Generator) -> None:
-        """BERT's scheme: weights and embeddings ~ N(0, initializer_range^2), biases 0, LayerNorm gains 1."""
+        """BERT's scheme: weights and embeddings ~ N(0, initializer_range^2), biases 0, LayerNorm gains 1.
+        With `position_init="sinusoidal"`, E_pos starts as `sinusoidal_positions` instead (the draws of every
+        other tensor stay the same)."""
         std = self.config.initializer_range
         for s in self.store.specs:
             block = self.store.blocks[s.name]
@@ -70,6 +72,8 @@ class MiniBERT:
                 block[...] = 1.0
             else:
                 block[...] = 0.0
+        if self.config.position_init == "sinusoidal":
+            self.store.blocks["E_pos"][...] = sinusoidal_positions(*self.store.blocks["E_pos"].shape, rms=std)
 
     @property
     def num_parameters(self) -> int:
