@@ -1,9 +1,12 @@
-"""Two training runs at equal wall time: held-out masked accuracy and perplexity at given minutes, and the curves.
+"""Training runs at equal wall time (or at equal steps): held-out masked accuracy and perplexity, and the curves.
 
-    python benchmarks/compare_curves.py RUN_A RUN_B [--labels numpy,torch] [--at 5,10,20,40] [--output fig.png]
+    python benchmarks/compare_curves.py RUN_A RUN_B [RUN ...] [--labels numpy,torch] [--at 5,10,20,40]
+                                        [--at-steps 1000,3000] [--output fig.png]
 
-RUN_A, RUN_B: metrics.jsonl files (or run folders holding one), as written by `minibert train` and by
-benchmarks/reference_torch.py. At each time T (minutes) a run's value is its last evaluation at or before T; "n/a"
+RUN_A, RUN_B, ...: metrics.jsonl files (or run folders holding one), as written by `minibert train` and by
+benchmarks/reference_torch.py. Labels default to numpy,torch for two runs and to the folder names for more.
+--at-steps adds the comparison at equal steps (the one that stays fair when the machine was shared): a run's
+value at step N is its last evaluation at or before N, "n/a" when it never got that far. At each time T (minutes) a run's value is its last evaluation at or before T; "n/a"
 when the run stopped before T (its clock never reached T) or had not evaluated yet. A run counts as having reached
 T when its last record lies within one logging interval (the median gap between its records) of T: the trainer
 logs every log_every steps, so a run stopped by max_minutes=T ends a few seconds after its last record.
@@ -76,9 +79,19 @@ def _summary(rec: dict) -> dict:
             "valid_masked_acc": rec["valid_masked_acc"], "valid_perplexity": rec["valid_perplexity"]}
 
 
-def compare(runs: dict[str, list[dict]], at_minutes: list[float]) -> dict:
-    """The table as a dict: per run label, its end (steps, minutes, last evaluation) and its values at each time."""
-    table = {"at_minutes": list(at_minutes), "runs": {}}
+def value_at_step(records: list[dict], step: int) -> dict | None:
+    """The last evaluation at or before `step`; None if the run never evaluated at or past that step."""
+    evals = evaluations(records)
+    if not evals or max(r["step"] for r in evals) < step:
+        return None
+    before = [r for r in evals if r["step"] <= step]
+    return _summary(max(before, key=lambda r: r["step"])) if before else None
+
+
+def compare(runs: dict[str, list[dict]], at_minutes: list[float], at_steps: list[int] = ()) -> dict:
+    """The table as a dict: per run label, its end (steps, minutes, last evaluation) and its values at each time
+    (and at each step of `at_steps`)."""
+    table = {"at_minutes": list(at_minutes), "at_steps": list(at_steps), "runs": {}}
     for label, records in runs.items():
         evals = evaluations(records)
         last = max(records, key=lambda r: r["elapsed_s"])
@@ -87,6 +100,7 @@ def compare(runs: dict[str, list[dict]], at_minutes: list[float]) -> dict:
             "minutes_reached": last["elapsed_s"] / 60.0,
             "last_evaluation": _summary(evals[-1]) if evals else None,
             "at": {f"{m:g}": value_at(records, m) for m in at_minutes},
+            "at_step": {str(n): value_at_step(records, n) for n in at_steps},
         }
     return table
 
@@ -96,14 +110,21 @@ def format_table(table: dict) -> str:
     labels = list(table["runs"])
     width = max(5, *(len(s) for s in labels))
     lines = [f"{'min':>5}  {'run':<{width}}  {'step':>7}  {'masked acc':>10}  {'perplexity':>10}"]
+
+    def row(at, label, v):
+        if v is None:
+            return f"{at:>5}  {label:<{width}}  {'n/a':>7}  {'n/a':>10}  {'n/a':>10}"
+        return f"{at:>5}  {label:<{width}}  {v['step']:>7}  {v['valid_masked_acc']:>10.4f}  {v['valid_perplexity']:>10.2f}"
+
     for m in table["at_minutes"]:
-        for label in labels:
-            v = table["runs"][label]["at"][f"{m:g}"]
-            if v is None:
-                lines.append(f"{m:>5g}  {label:<{width}}  {'n/a':>7}  {'n/a':>10}  {'n/a':>10}")
-            else:
-                lines.append(f"{m:>5g}  {label:<{width}}  {v['step']:>7}  {v['valid_masked_acc']:>10.4f}  "
-                             f"{v['valid_perplexity']:>10.2f}")
+        lines += [row(f"{m:g}", label, table["runs"][label]["at"][f"{m:g}"]) for label in labels]
+    if table.get("at_steps"):
+        lines.append(f"{'step':>7}  {'run':<{width}}  {'minutes':>7}  {'masked acc':>10}  {'perplexity':>10}")
+        for n in table["at_steps"]:
+            for label in labels:
+                v = table["runs"][label]["at_step"][str(n)]
+                lines.append(f"{n:>7}  {label:<{width}}  " + (f"{'n/a':>7}  {'n/a':>10}  {'n/a':>10}" if v is None else
+                             f"{v['minutes']:>7.1f}  {v['valid_masked_acc']:>10.4f}  {v['valid_perplexity']:>10.2f}"))
     for label in labels:
         r = table["runs"][label]
         end = f"{label}: reached step {r['steps_reached']} in {r['minutes_reached']:.1f} min"
@@ -154,25 +175,48 @@ def parse_minutes(text: str) -> list[float]:
     return values
 
 
+def parse_steps(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CurvesError(f"--at-steps {text!r}: give whole step numbers separated by commas, e.g. 1000,3000") from None
+    if any(v <= 0 for v in values):
+        raise CurvesError(f"--at-steps {text!r}: steps must be positive, e.g. 1000,3000")
+    return values
+
+
+def run_labels(text: str | None, paths: list[str]) -> list[str]:
+    """--labels, or numpy,torch for two runs and the runs' folder names for more."""
+    if text is None:
+        text = "numpy,torch" if len(paths) == 2 else ",".join(
+            (Path(p).parent if Path(p).suffix == ".jsonl" else Path(p)).name for p in paths)
+    labels = [s.strip() for s in text.split(",")]
+    if len(labels) != len(paths) or not all(labels) or len(set(labels)) != len(labels):
+        raise CurvesError(f"--labels {text!r}: give {len(paths)} different names, one per run, comma-separated")
+    return labels
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_a", help="metrics.jsonl (or run folder) of the first run")
-    ap.add_argument("run_b", help="metrics.jsonl (or run folder) of the second run")
-    ap.add_argument("--labels", default="numpy,torch", help="two names for the runs, comma-separated")
+    ap.add_argument("runs", nargs="+", help="metrics.jsonl files (or run folders), two or more")
+    ap.add_argument("--labels", default=None, help="one name per run, comma-separated (default: numpy,torch for "
+                                                   "two runs, the folder names for more)")
     ap.add_argument("--at", default="5,10,20,40", help="wall-clock minutes to compare at, comma-separated")
+    ap.add_argument("--at-steps", default="", help="also compare at these steps, comma-separated")
     ap.add_argument("--output", default="compare_curves.png", help="the figure; the table goes beside it as .json")
     args = ap.parse_args(argv)
     try:
-        labels = [s.strip() for s in args.labels.split(",")]
-        if len(labels) != 2 or not all(labels) or labels[0] == labels[1]:
-            raise CurvesError(f"--labels {args.labels!r}: give two different names, e.g. numpy,torch")
+        if len(args.runs) < 2:
+            raise CurvesError("give at least two runs to compare")
+        labels = run_labels(args.labels, args.runs)
         minutes = parse_minutes(args.at)
-        runs = {labels[0]: read_metrics(args.run_a), labels[1]: read_metrics(args.run_b)}
+        steps = parse_steps(args.at_steps)
+        runs = {label: read_metrics(path) for label, path in zip(labels, args.runs)}
     except CurvesError as e:
         print(f"compare_curves: {e}", file=sys.stderr)
         return 2
-    table = compare(runs, minutes)
-    table["sources"] = {labels[0]: str(args.run_a), labels[1]: str(args.run_b)}
+    table = compare(runs, minutes, steps)
+    table["sources"] = dict(zip(labels, args.runs))
     print(format_table(table))
     figure = plot(runs, minutes, args.output)
     table_path = figure.with_suffix(".json")

@@ -214,6 +214,31 @@ def test_compare_curves_command_writes_table_and_figure(two_runs, curves, tmp_pa
     assert saved["runs"]["torch"]["at"]["5"]["step"] == 75 and saved["runs"]["torch"]["at"]["10"] is None
 
 
+def test_compare_at_equal_steps_takes_the_last_evaluation_at_or_before(two_runs, curves):
+    a, b = two_runs
+    table = curves.compare({"a": curves.read_metrics(a), "b": curves.read_metrics(b)}, [5], [20, 60, 110])
+    at = {label: {n: (v and v["step"]) for n, v in r["at_step"].items()} for label, r in table["runs"].items()}
+    # a evaluated at steps 20, 50, 100: nothing at or past 110; b at 30, 75, 120: nothing at or before 20
+    assert at == {"a": {"20": 20, "60": 50, "110": None}, "b": {"20": None, "60": 30, "110": 75}}
+
+
+def test_compare_curves_takes_more_than_two_runs(two_runs, curves, tmp_path, capsys):
+    a, b = two_runs
+    c = write_run(tmp_path / "c.jsonl", [(40, 200.0, 0.22, 320.0)])
+    out = tmp_path / "three.png"
+    assert curves.main([str(a), str(b), str(c), "--labels", "x,y,z", "--at-steps", "40",
+                        "--output", str(out)]) == 0
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert set(saved["runs"]) == {"x", "y", "z"}
+    assert saved["runs"]["z"]["at_step"]["40"]["valid_masked_acc"] == 0.22
+    assert curves.run_labels(None, ["runs/r1", "runs/s1/metrics.jsonl", "runs/s2"]) == ["r1", "s1", "s2"]
+    capsys.readouterr()
+    assert curves.main([str(a), str(b), str(c), "--labels", "x,y"]) == 2
+    assert "give 3 different names" in capsys.readouterr().err
+    with pytest.raises(curves.CurvesError, match="positive"):
+        curves.parse_steps("10,0")
+
+
 def test_compare_curves_rejects_bad_input(tmp_path, curves, two_runs):
     a, _ = two_runs
     assert curves.main([str(a), str(tmp_path / "missing")]) == 2
