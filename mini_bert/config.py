@@ -205,9 +205,11 @@ class TrainingConfig(_Strict):
 
 def pretraining_model() -> ModelConfig:
     """The model `minibert train` builds by default: the notes' shape with the pretraining recipe's changes —
-    pre-LN, exact GELU and no dropout (a 40-minute run underfits; dropout only slows it) (README, "Pretraining
-    recipe"). Fine-tuning turns dropout back on (evaluation/downstream.py)."""
-    return ModelConfig(activation="gelu", norm_position="pre", dropout=0.0, attention_dropout=0.0)
+    pre-LN, exact GELU, no dropout (a 40-minute run underfits; dropout only slows it) and a sinusoidal start for
+    the learned position table (it leaves the frequent-token plateau sooner). docs/RESULTS.md measures each.
+    Fine-tuning turns dropout back on (evaluation/downstream.py)."""
+    return ModelConfig(activation="gelu", norm_position="pre", dropout=0.0, attention_dropout=0.0,
+                       position_init="sinusoidal")
 
 
 class RunConfig(_Strict):
