@@ -9,7 +9,8 @@ benchmarks/reference_torch.py. Labels default to numpy,torch for two runs and to
 value at step N is its last evaluation at or before N, "n/a" when it never got that far.
 At each time T (minutes) a run's value is its last evaluation at or before T; "n/a" when the run stopped before T
 (its clock never reached T) or had not evaluated yet. A run counts as having reached T when its last record lies
-within one logging interval (the median gap between its records) of T: the trainer logs every log_every steps, so a run stopped by max_minutes=T ends a few seconds after its last record.
+within one logging interval (the median gap between its records) of T: the trainer logs every log_every steps,
+so a run stopped by max_minutes=T ends a few seconds after its last record.
 The figure (Agg backend) plots valid_masked_acc against minutes and against steps; the table is written as JSON
 next to it (fig.png -> fig.json).
 """
