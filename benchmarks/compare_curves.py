@@ -115,7 +115,8 @@ def format_table(table: dict) -> str:
     def row(at, label, v):
         if v is None:
             return f"{at:>5}  {label:<{width}}  {'n/a':>7}  {'n/a':>10}  {'n/a':>10}"
-        return f"{at:>5}  {label:<{width}}  {v['step']:>7}  {v['valid_masked_acc']:>10.4f}  {v['valid_perplexity']:>10.2f}"
+        return (f"{at:>5}  {label:<{width}}  {v['step']:>7}  {v['valid_masked_acc']:>10.4f}  "
+                f"{v['valid_perplexity']:>10.2f}")
 
     for m in table["at_minutes"]:
         lines += [row(f"{m:g}", label, table["runs"][label]["at"][f"{m:g}"]) for label in labels]
