@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import statistics
 import sys
@@ -69,7 +70,11 @@ def main() -> None:
 
     def attention(m):
         out, cache = m["core.attention"].attention_forward(x, W_QKV, b_QKV, W_O, b_O, H, bias)
-        m["core.attention"].attention_backward(dy, cache, W_QKV, W_O)
+        backward = m["core.attention"].attention_backward
+        if "params" in inspect.signature(backward).parameters:      # (dout, cache, params) since the weights dict
+            backward(dy, cache, {"W_QKV": W_QKV, "W_O": W_O})
+        else:
+            backward(dy, cache, W_QKV, W_O)
 
     opt = {}
     for side, m in mod.items():

@@ -3,8 +3,8 @@
     python benchmarks/mpi_scaling.py [--ranks 2] [--steps 15] [--rounds 3] [--batch 64] [--seq 64]
                                      [key=value model overrides]
 
-Each side runs the trainer's own step (`Trainer.train_step`'s parts: the rank's rows through GradientWorker, the
-world's Allreduce, global-norm clipping, AdamW) on the same synthetic global batch of the default `minibert train`
+Each side runs the trainer's own step (the rank's rows through GradientWorker, then `Trainer.apply_gradients`'
+parts: the world's Allreduce, global-norm clipping, AdamW) on the same synthetic global batch of the default `minibert train`
 model (pretraining_model(): vocab 8192, hidden 192, 3 layers, GELU, pre-LN), BLAS on one thread per worker as in
 the trainer. The two sides alternate, `--rounds` times each, each a fresh process (or mpirun job) timing `--steps`
 steps after 3 untimed ones, so that load from other jobs falls on both alike. It prints the median step time and

@@ -64,7 +64,8 @@ def op_cases(rng: np.random.Generator) -> dict:
 
     def attention(put):
         _, cache = A.attention_forward(put(x), put(W_QKV), put(b_QKV), put(W_O), put(b_O), 4, put(bias))
-        return A.attention_backward(put(x), cache, put(W_QKV), put(W_O))
+        dx, grads = A.attention_backward(put(x), cache, {"W_QKV": put(W_QKV), "W_O": put(W_O)})
+        return (dx, *grads.values())
 
     return {
         "softmax_forward": lambda put: M.softmax_forward(put(x)),

@@ -11,14 +11,14 @@ so the stages add up to the instrumented step; `untimed_step_seconds` is the sam
 the two agree to within the wrappers' cost (a few microseconds per call). The stages:
 
     embeddings.forward / .backward     MiniBERT.embed (lookup, LayerNorm, dropout) / the scatter-add into E_*
-    layer{l}.attention.forward / .backward   MiniBERT._attention_forward / MiniBERTGradients._attention_backward
+    layer{l}.attention.forward / .backward   MiniBERT._attention_forward / MiniBERTGradients.attention_backward
     layer{l}.ffn.forward / .backward   the layer's ffn_forward / ffn_backward (two linears and the activation)
     layer{l}.norms.forward / .backward the rest of MiniBERT._encoder_layer / _encoder_layer_backward: LayerNorms,
                                        dropouts and residual sums
     encoder.forward / .backward        the encoder outside its layers: the padding bias and pre-LN's final
                                        LayerNorm; in backward also the embeddings' LayerNorm and dropout
-    mlm_head.forward / .backward       MiniBERT.mlm_head / MiniBERTGradients.backward_from_logits' own work (gather
-                                       the masked rows, dense + activation + LayerNorm, the tied decoder)
+    mlm_head.forward / .backward       MiniBERT.mlm_head / MiniBERTGradients.mlm_head_backward (gather the masked
+                                       rows, dense + activation + LayerNorm, the tied decoder, and back)
     loss                               mlm_cross_entropy over the masked positions
     optimizer                          global-norm clipping and the AdamW update (elementwise over every parameter)
 
@@ -51,7 +51,6 @@ from ..core import model as core_model
 from ..core.model import MiniBERT
 from ..data.batches import Batch
 from ..errors import MiniBertError
-from ..training import step as training_step
 from ..training.checkpoint_utils import synthetic_batch
 from ..training.optimizer import AdamW, clip_grad_norm, decay_mask
 from ..training.step import GradientWorker
@@ -138,8 +137,9 @@ class StageTimer:
         return run
 
 
-# (object, attribute, stage name): instance methods are wrapped on the instances, the two layer functions in the
-# namespaces of core/model.py and core/gradients.py that call them, the loss in training/step.py's.
+# (object, attribute, stage name): instance methods (and the gradients' attention backward) are wrapped on the
+# instances, the two layer functions and the loss in the namespaces of core/model.py and core/gradients.py that
+# call them.
 def _stages(model, grads, timer: StageTimer):
     layer = lambda part: (lambda *a: f"layer{timer.layer}.{part}")          # noqa: E731
     return [
@@ -149,11 +149,11 @@ def _stages(model, grads, timer: StageTimer):
         (model, "_attention_forward", lambda x, l, *a: f"layer{l}.attention.forward"),
         (core_model, "ffn_forward", layer("ffn.forward")),
         (model, "mlm_head", "mlm_head.forward"),
-        (training_step, "mlm_cross_entropy", "loss"),
-        (grads, "backward_from_logits", "mlm_head.backward"),
+        (core_gradients, "mlm_cross_entropy", "loss"),
+        (grads, "mlm_head_backward", "mlm_head.backward"),
         (grads, "backward_from_hidden", "encoder.backward"),
         (grads, "_encoder_layer_backward", lambda dx, c, l: f"layer{l}.norms.backward"),
-        (grads, "_attention_backward", lambda da, c, l: f"layer{l}.attention.backward"),
+        (grads, "attention_backward", layer("attention.backward")),
         (core_gradients, "ffn_backward", layer("ffn.backward")),
         (grads, "_embedding_lookup_backward", "embeddings.backward"),
     ]

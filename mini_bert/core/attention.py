@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import linear_backward, linear_forward
+from .layers import _rows, linear_forward
 from .math_ops import dropout_forward, row_sum, softmax_forward
 
 
@@ -85,19 +85,27 @@ def context_softmax_backward(dC, cache, dV_out):
     return dA
 
 
-def attention_backward(dout, cache, W_QKV, W_O):
-    """Backward through attention (guide, section "Attention"). Returns (dx, dW_QKV, db_QKV, dW_O, db_O)."""
+def attention_backward(dout, cache, params):
+    """Backward through attention (guide, section "Attention"). params: the layer's weights by name, as
+    `MiniBERT.attention_params(l)` gives them (W_QKV and W_O are read).
+
+    Returns (dx, grads), grads named like the parameters: W_QKV, b_QKV, W_O, b_O.
+    """
     Q, K, scale = cache["Q"], cache["K"], cache["scale"]
     B, H, T, d = Q.shape
     D = H * d
-    dcontext, dW_O, db_O = linear_backward(dout, cache["context"], W_O)   # (B, T, D)
-    dC = split_heads(dcontext, H)                                  # (B, H, T, d), a view (BLAS reads it as it is)
+    # out = context W_O + b_O, the Linear rule on (B*T, D) rows
+    dout2 = _rows(dout)
+    dW_O, db_O = _rows(cache["context"]).T @ dout2, dout2.sum(axis=0)
+    dC = split_heads((dout2 @ params["W_O"].T).reshape(B, T, D), H)   # dcontext as (B, H, T, d), a view
     # dQ, dK, dV written in place into the (B, T, 3D) layout of qkv, through head-major views: no concatenate
-    dqkv = np.empty((B, T, 3 * D), dtype=Q.dtype, like=Q)
+    dqkv = np.empty((B * T, 3 * D), dtype=Q.dtype, like=Q)
     dQKV = dqkv.reshape(B, T, 3, H, d).transpose(2, 0, 3, 1, 4)    # (3, B, H, T, d) views
     dS = context_softmax_backward(dC, cache, dQKV[2])              # (B, H, T, T)
     dS *= scale                                                    # S = scale Q K^T
     np.matmul(dS, K, out=dQKV[0])                                  # dQ = scale dS K
     np.matmul(dS.transpose(0, 1, 3, 2), Q, out=dQKV[1])            # dK = scale dS^T Q
-    dx, dW_QKV, db_QKV = linear_backward(dqkv, cache["x"], W_QKV)
-    return dx, dW_QKV, db_QKV, dW_O, db_O
+    # qkv = x W_QKV + b_QKV, the Linear rule: dW_QKV = x^T dqkv, whose first D columns are dLoss/dW_Q
+    dW_QKV, db_QKV = _rows(cache["x"]).T @ dqkv, dqkv.sum(axis=0)
+    dx = (dqkv @ params["W_QKV"].T).reshape(B, T, D)
+    return dx, {"W_QKV": dW_QKV, "b_QKV": db_QKV, "W_O": dW_O, "b_O": db_O}

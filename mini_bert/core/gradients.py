@@ -3,7 +3,10 @@
 It reads like the forward pass in reverse. Gradients accumulate with `+=` into one flat buffer with the same
 layout as the parameters (`self.gradients["W_Q_0"]` is a view), so the tied token embedding simply receives both
 its input-side and its decoder-side contribution. Each override of the forward has its backward here:
-`_attention_backward` for `model._attention_forward`, `_embedding_lookup_backward` for `model._embedding_lookup`.
+`attention_backward` for `model._attention_forward`, `_embedding_lookup_backward` for `model._embedding_lookup`.
+
+    mlm_loss_and_backward(batch)  ->  model.forward, mlm_cross_entropy, mlm_head_backward (each returns), then
+        backward_from_hidden  ->  _encoder_layer_backward (per layer)  ->  attention_backward (core/attention.py)
 
 Shapes: B batch, T tokens, D hidden, V vocab, N masked positions, C labels. dX means dLoss/dX.
 """
@@ -45,6 +48,11 @@ def mlm_cross_entropy(logits, target_ids, mask_positions):
 class MiniBERTGradients:
     """Gradient buffers for `model` and the backward pass that fills them."""
 
+    # layer l's attention backward, (dout, cache, model.attention_params(l)) -> (dx, grads named like the params):
+    # the one call from an encoder layer's backward into attention; AdvancedMiniBERTGradients puts the variant
+    # attention's here
+    attention_backward = staticmethod(attention_backward)
+
     def __init__(self, model):
         self.model = model
         self.store = ParameterStore(model.store.specs, model.dtype)
@@ -77,9 +85,29 @@ class MiniBERTGradients:
     # ----------------------------------------------------------------------------------------------------------
     # Backward passes
 
+    def mlm_loss_and_backward(self, batch, rng=None, loss_scale: float = 1.0) -> tuple[float, dict]:
+        """The masked-LM loss of `batch` and its gradient, in place of what this buffer held: zero the buffer,
+        forward in training mode (logits at the masked positions only), `mlm_cross_entropy`, then the backward.
+        batch: anything with input_ids, target_ids, mask_positions, attention_mask, token_type_ids (B, T).
+        loss_scale multiplies dLoss/dlogits (a thread's share n_i / N of a split batch, so that parts add up).
+        Returns (loss, cache). (guide, section "MLM head and tied decoder", then section "Encoder layer".)"""
+        self.zero_gradients()
+        logits, cache = self.model.forward(batch.input_ids, batch.attention_mask, batch.token_type_ids,
+                                           training=True, masked_positions=batch.mask_positions, rng=rng)
+        loss, dlogits = mlm_cross_entropy(logits, batch.target_ids, batch.mask_positions)
+        if loss_scale != 1.0:
+            dlogits *= dlogits.dtype.type(loss_scale)
+        self.backward_from_hidden(self.mlm_head_backward(dlogits, cache), cache)
+        return loss, cache
+
     def backward_from_logits(self, grad_logits, cache) -> None:
-        """Accumulate dLoss/dparams given dLoss/dlogits of `model.forward` (MLM head, then the encoder; guide,
+        """Accumulate dLoss/dparams given dLoss/dlogits of `model.forward`: the MLM head, then the encoder (guide,
         section "MLM head and tied decoder")."""
+        self.backward_from_hidden(self.mlm_head_backward(grad_logits, cache), cache)
+
+    def mlm_head_backward(self, grad_logits, cache):
+        """Backward through the MLM head and the tied decoder (guide, section "MLM head and tied decoder"):
+        accumulates their gradients and returns dLoss/d(last hidden state) (B, T, D)."""
         model, G, P = self.model, self.store.blocks, self.model.store.blocks
         cfg, head = model.config, cache["mlm_head"]
         tied = cfg.tie_word_embeddings
@@ -104,7 +132,7 @@ class MiniBERTGradients:
             full = np.zeros((B * T, dh.shape[-1]), dtype=dh.dtype, like=dh)
             full[cache["masked_index"]] = dh                       # indices are unique: plain assignment
             dh = full.reshape(B, T, -1)
-        self.backward_from_hidden(dh, cache)
+        return dh
 
     def backward_from_class_logits(self, grad_logits, cache) -> None:
         """Accumulate gradients given dLoss/d(class logits) (B, C) of `model.forward_classifier` (guide, section
@@ -164,7 +192,8 @@ class MiniBERTGradients:
             ds1, dg, db = layer_norm_backward(dx1, c["ln1"])
             acc("ln1_gamma", dg), acc("ln1_beta", db)
             da = dropout_backward(ds1, c["attn_drop"])
-            dx = self._attention_backward(da, c["attn"], l)
+            dx, grads = self.attention_backward(da, c["attn"], self.model.attention_params(l))
+            self._accumulate(grads, l)
             dx += ds1
             return dx
         # pre-LN: x2 = x1 + drop(FFN(LN2(x1))), x1 = x + drop(Attn(LN1(x)))
@@ -175,7 +204,8 @@ class MiniBERTGradients:
         acc("ln2_gamma", dg), acc("ln2_beta", db)
         dx1 += dx2
         da = dropout_backward(dx1, c["attn_drop"])
-        dn1 = self._attention_backward(da, c["attn"], l)
+        dn1, grads = self.attention_backward(da, c["attn"], self.model.attention_params(l))
+        self._accumulate(grads, l)
         dx, dg, db = layer_norm_backward(dn1, c["ln1"])
         acc("ln1_gamma", dg), acc("ln1_beta", db)
         dx += dx1
@@ -187,17 +217,11 @@ class MiniBERTGradients:
         G = self.store.blocks
         bert_embeddings_backward(de, cache["input_ids"], cache["token_type_ids"], G["E_token"], G["E_pos"], G["E_type"])
 
-    def _attention_backward(self, da, attn_cache, l):
-        """Backward of `model._attention_forward` for layer l (guide, section "Attention"): accumulates dW_QKV,
-        db_QKV, dW_O, db_O and returns dLoss/d(attention input) (B, T, D). AdvancedMiniBERTGradients overrides it
-        with the variant attention."""
-        G, P = self.store.blocks, self.model.store.blocks
-        dx, dWqkv, dbqkv, dWo, dbo = attention_backward(da, attn_cache, P[f"W_QKV_{l}"], P[f"W_O_{l}"])
-        G[f"W_QKV_{l}"] += dWqkv
-        G[f"b_QKV_{l}"] += dbqkv
-        G[f"W_O_{l}"] += dWo
-        G[f"b_O_{l}"] += dbo
-        return dx
+    def _accumulate(self, grads, l) -> None:
+        """Add layer l's parameter gradients (named without the `_{l}` suffix) into the buffer."""
+        G = self.store.blocks
+        for k, g in grads.items():
+            G[f"{k}_{l}"] += g
 
     def global_norm(self) -> float:
         """sqrt of the sum of squares of every gradient (the quantity clipping bounds)."""

@@ -195,14 +195,19 @@ class MiniBERT:
         bias = mask_bias(attention_mask, x.dtype)
         return self._attention_forward(x, layer, bias, training, self.rng if rng is None else rng)
 
+    def attention_params(self, l: int) -> dict[str, np.ndarray]:
+        """The tensors layer l's attention reads, without the `_{l}` suffix: W_QKV, b_QKV, W_O, b_O."""
+        b = self.store.blocks
+        return {k: b[f"{k}_{l}"] for k in ("W_QKV", "b_QKV", "W_O", "b_O")}
+
     def _attention_forward(self, x, l, bias, training, rng):
         """Layer l's self-attention on x: (B, T, D), with the padding bias (B, 1, 1, T) or None -> (out, cache).
 
         The only place an encoder layer calls attention: AdvancedMiniBERT overrides it with the variant attention
-        (and MiniBERTGradients._attention_backward is its backward)."""
-        cfg, P = self.config, self.store.blocks
-        return attention_forward(x, P[f"W_QKV_{l}"], P[f"b_QKV_{l}"], P[f"W_O_{l}"], P[f"b_O_{l}"], cfg.num_heads,
-                                 bias, cfg.attention_dropout, rng, training)
+        (and MiniBERTGradients.attention_backward is its backward)."""
+        p = self.attention_params(l)
+        return attention_forward(x, p["W_QKV"], p["b_QKV"], p["W_O"], p["b_O"], self.config.num_heads, bias,
+                                 self.config.attention_dropout, rng, training)
 
     def _encoder_layer(self, x, l, bias, training, rng):
         """One encoder layer, post- or pre-LN. x: (B, T, D) -> (B, T, D), cache."""

@@ -4,7 +4,7 @@ Each op is a forward/backward pair derived in docs/VARIANTS.md; `AdvancedMiniBER
 layers use `attention_variant_forward`, with the variants' parameters in a second ParameterStore (`model.extra`) so
 that the base buffer keeps MiniBERT's layout (checkpoints, optimizer state and tools that read it still fit).
 It overrides only MiniBERT's two hooks, `_attention_forward` and `_embedding_lookup` (to leave out E_pos), and
-AdvancedMiniBERTGradients their backward passes, `_attention_backward` and `_embedding_lookup_backward`: every
+AdvancedMiniBERTGradients their backward passes, `attention_backward` and `_embedding_lookup_backward`: every
 other step, the layers' LayerNorms, FFN, dropout and residuals included, is MiniBERT's code.
 
 Shapes: B batch, T tokens, D hidden, H heads, d = D / H head size, nb relative-position buckets.
@@ -225,7 +225,7 @@ def attention_variant_backward(dout, cache, params):
     if cache["gate"] is not None:                                        # out = g * a: first through the gate
         dx_gate, dout, grads["W_gate"], grads["b_gate"] = gate_backward(dout, cache["gate"], params["W_gate"])
     dcontext, grads["W_O"], grads["b_O"] = linear_backward(dout, cache["context"], params["W_O"])
-    dC = np.ascontiguousarray(split_heads(dcontext, H), like=dcontext)   # (B, H, T, d)
+    dC = split_heads(dcontext, H)                                        # (B, H, T, d), a view, as in core
     dQKV = np.empty((3, B, H, T, d), dtype=Q.dtype, like=Q)
     dS = context_softmax_backward(dC, cache, dQKV[2])                    # dV, and dS before the scale
     if cache["rel"] is not None:                                         # S = ... + rel_bias: dbias = dS
@@ -383,8 +383,8 @@ class AdvancedMiniBERT(MiniBERT):
 
     def attention_params(self, l: int) -> dict[str, np.ndarray]:
         """The tensors layer l's attention reads, base and extra, under attention_variant_forward's names."""
-        b, e = self.store.blocks, self.extra.blocks
-        p = {k: b[f"{k}_{l}"] for k in ("W_QKV", "b_QKV", "W_O", "b_O")}
+        e = self.extra.blocks
+        p = super().attention_params(l)
         for k in ("rel_bias_table", "W_gate", "b_gate"):
             if f"{k}_{l}" in e:
                 p[k] = e[f"{k}_{l}"]
@@ -439,12 +439,13 @@ class AdvancedMiniBERTGradients(MiniBERTGradients):
         embedding_backward(de, cache["input_ids"], G["E_token"].shape[0], out=G["E_token"])
         embedding_backward(de, cache["token_type_ids"], G["E_type"].shape[0], out=G["E_type"])
 
-    def _attention_backward(self, da, attn_cache, l):
-        """Variant attention backward (VARIANTS.md, section "Attention with the variants"); accumulates its
-        parameter gradients into both stores. Returns dx."""
-        dx, grads = attention_variant_backward(da, attn_cache, self.model.attention_params(l))
+    # the variant attention's backward (VARIANTS.md, section "Attention with the variants"), in the place the
+    # encoder layer's backward calls
+    attention_backward = staticmethod(attention_variant_backward)
+
+    def _accumulate(self, grads, l) -> None:
+        """As MiniBERTGradients', into whichever store holds each tensor (the variants' own are in the extra)."""
         G, E = self.store.blocks, self.extra_store.blocks
         for k, g in grads.items():
             name = f"{k}_{l}"
             (G if name in G else E)[name] += g
-        return dx

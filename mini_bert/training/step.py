@@ -1,8 +1,8 @@
 """One training step's computation: the masked-LM loss and gradients of a batch, split across threads, and the
 held-out masked-LM metric (the one the trainer logs and `minibert evaluate` reports).
 
-    GradientWorker.loss_and_gradients(batch)  ->  MiniBERT.forward  ->  mlm_cross_entropy
-                                              ->  MiniBERTGradients.backward_from_logits (core/gradients.py)
+    GradientWorker.loss_and_gradients(batch)  ->  MiniBERTGradients.mlm_loss_and_backward (core/gradients.py),
+                                                  one call per row block, each on its own thread and buffer
 
 Shapes: B batch, T tokens, V vocab, N masked positions.
 """
@@ -67,19 +67,6 @@ class GradientWorker:
         self.rngs = [np.random.default_rng([seed, 1 + first_stream + i]) for i in range(self.threads)]
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
-    def _part(self, i, part, share):
-        g = self.thread_grads[i]
-        g.zero_gradients()
-        logits, cache = self.model.forward(part.input_ids, part.attention_mask, part.token_type_ids, training=True,
-                                           masked_positions=part.mask_positions, rng=self.rngs[i])
-        loss, dlogits = mlm_cross_entropy(logits, part.target_ids, part.mask_positions)
-        if share != 1.0:
-            # the block's loss is a mean over its n_i masked tokens, the batch's over all N: weighting the block's
-            # gradient by n_i / N here makes the blocks' gradients simply add up
-            dlogits *= dlogits.dtype.type(share)
-        g.backward_from_logits(dlogits, cache)
-        return loss, cache
-
     def loss_and_gradients(self, batch, n_total: int | None = None) -> tuple[float, dict | None]:
         """Mean masked-token loss of the batch; its gradient is left in `self.grads`. Returns (loss, first cache).
 
@@ -95,9 +82,11 @@ class GradientWorker:
             return 0.0, None
         shares = [n / n_total for n in counts]
         if self.pool is None or len(parts) == 1:
-            results = [self._part(0, parts[0], shares[0])]
+            results = [self.grads.mlm_loss_and_backward(parts[0], self.rngs[0], shares[0])]
         else:
-            results = list(self.pool.map(self._part, range(len(parts)), parts, shares))
+            futures = [self.pool.submit(g.mlm_loss_and_backward, part, rng, share)
+                       for g, part, rng, share in zip(self.thread_grads, parts, self.rngs, shares)]
+            results = [f.result() for f in futures]
         loss = sum(l * w for (l, _), w in zip(results, shares))       # the mean over all masked positions
         g0 = self.grads.flat
         for g in self.thread_grads[1:len(results)]:

@@ -4,8 +4,8 @@ periodic held-out evaluation, metrics (JSONL, CSV, optional TensorBoard), atomic
     minibert train [--config FILE] [--resume] [key=value ...]
     minibert selftest
 
-Data flow from the CLI: cli/train.py `run_train` -> `Trainer.train` -> `Trainer.train_step` -> training/step.py
-`GradientWorker.loss_and_gradients` -> core/gradients.py `MiniBERTGradients.backward_from_logits`.
+Data flow from the CLI: cli/train.py `run_train` -> `Trainer.train` (each step: `GradientWorker.loss_and_gradients`
+in training/step.py, then `Trainer.apply_gradients`) -> core/gradients.py `MiniBERTGradients.mlm_loss_and_backward`.
 Under `mpirun -n N` each rank trains on its rows of every batch and one Allreduce sums the gradients
 (training/distributed.py, `self.world`); training.device=cuda puts the buffers on a GPU (training/device.py).
 
@@ -422,11 +422,10 @@ class Trainer:
                  f"with its share of evaluation)")
         return steps
 
-    def train_step(self, batch, lr: float) -> tuple[float, float, dict]:
-        """Loss and gradients (split across threads), adaptive clipping (if on), global-norm clipping, optimizer
-        step. Returns (loss, grad norm before the global-norm clip, cache)."""
-        part, n_total = self.world.shard(batch)                # this rank's rows (all of them in one process)
-        loss, cache = self.worker.loss_and_gradients(self.device.put(part), n_total)
+    def apply_gradients(self, loss: float, lr: float) -> tuple[float, float]:
+        """After `worker.loss_and_gradients`: sum the ranks' gradients and loss (MPI), adaptive clipping (if on),
+        global-norm clipping, the non-finite check, the optimizer step. Returns (loss, grad norm before the
+        global-norm clip)."""
         loss = self.world.reduce(loss)                          # MPI: the one Allreduce of gradients and loss
         g = self.worker.grads
         if self.agc is not None:
@@ -444,7 +443,7 @@ class Trainer:
                 + ". The last good checkpoint is untouched. Lower training.lr, raise warmup_ratio, or keep "
                   "training.grad_clip > 0.")
         self.optimizer.step(g.flat, lr)
-        return loss, norm, cache
+        return loss, norm
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -609,7 +608,9 @@ class Trainer:
                     lr = lr_at(step, t.lr, self.warmup_steps, self.max_steps, t.schedule, t.min_lr_ratio)
                     mask_prob = self.stream.mask_prob     # the rate this batch was masked with
                     batch = self.stream.next_batch()
-                    loss, norm, cache = self.train_step(batch, lr)
+                    part, n_total = self.world.shard(batch)      # this rank's rows (all of them in one process)
+                    loss, cache = self.worker.loss_and_gradients(self.device.put(part), n_total)
+                    loss, norm = self.apply_gradients(loss, lr)
                     self.state["step"] = step = step + 1
                     self.state["elapsed_s"] = elapsed = time.perf_counter() - t_start
                     window_loss += loss

@@ -196,19 +196,19 @@ def test_resume_mid_logging_window_logs_the_same_averages(corpus, tmp_path, monk
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert train(*tiny(corpus, whole, log_every=4, max_steps=12, eval_every=100, checkpoint_every=100)) == 0
 
-    original = Trainer.train_step
+    original = Trainer.apply_gradients
 
-    def ctrl_c_after_step_6(self, batch, lr):
-        out = original(self, batch, lr)
+    def ctrl_c_after_step_6(self, loss, lr):
+        out = original(self, loss, lr)
         if self.state["step"] == 5:        # this call computes step 6
             os.kill(os.getpid(), signal.SIGINT)
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", ctrl_c_after_step_6)
+    monkeypatch.setattr(Trainer, "apply_gradients", ctrl_c_after_step_6)
     args = tiny(corpus, parts, log_every=4, max_steps=12, eval_every=100, checkpoint_every=100)
     assert train(*args) == 130
     assert latest_checkpoint(parts).name == "step_0000006"
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(Trainer, "apply_gradients", original)
     assert train("--resume", *args) == 0
     assert [r["step"] for r in metrics(parts)] == [4, 8, 12]
     assert [r["train_loss"] for r in metrics(parts)] == [r["train_loss"] for r in metrics(whole)]
@@ -265,14 +265,16 @@ def test_non_finite_settings_are_refused_before_anything_runs(corpus, tmp_path, 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_a_parameter_set_to_inf_is_named(corpus, tmp_path):
-    class PoisonedTrainer(Trainer):
-        def train_step(self, batch, lr):
-            if self.state["step"] == 2:
-                self.model.params["W_Q_1"][3, 5] = np.inf
-            return super().train_step(batch, lr)
-
     cfg = load_config(None, tiny(corpus, tmp_path / "run", checkpoint_every=1))
-    trainer = PoisonedTrainer(cfg, log=lambda *a: None, progress=False)
+    trainer = Trainer(cfg, log=lambda *a: None, progress=False)
+    loss_and_gradients = trainer.worker.loss_and_gradients
+
+    def poisoned(*args, **kwargs):              # step 3 starts from a parameter set to inf
+        if trainer.state["step"] == 2:
+            trainer.model.params["W_Q_1"][3, 5] = np.inf
+        return loss_and_gradients(*args, **kwargs)
+
+    trainer.worker.loss_and_gradients = poisoned
     with pytest.raises(TrainingDiverged) as err:
         trainer.train()
     assert "step 3" in str(err.value)
@@ -791,3 +793,40 @@ def test_the_fault_injection_script_resumes_to_the_uninterrupted_run(tmp_path):
     assert "3 kills:" in r.stdout
     assert "identical to the uninterrupted run: False" not in r.stdout
     assert re.search(r"(\d+) runs resumed to the end, \1 identical", r.stdout), r.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The path from the command to the math
+
+
+def test_minibert_train_reaches_dW_QKV_in_six_calls(corpus, tmp_path, monkeypatch):
+    """The calls from the `minibert train` command's function down to the line of core/attention.py that computes
+    dLoss/dW_QKV (whose first D columns are dW_Q): six, each in the file whose name says what it does. One thread,
+    so that the whole path is one stack (with more, the row blocks' part starts on a pool thread)."""
+    import inspect
+    import traceback
+
+    from mini_bert.core import attention
+    from mini_bert.core.gradients import MiniBERTGradients
+
+    stacks = []
+
+    def recording(dout, cache, params):
+        stacks.append(traceback.extract_stack()[:-1])
+        return attention.attention_backward(dout, cache, params)
+
+    monkeypatch.setattr(MiniBERTGradients, "attention_backward", staticmethod(recording))
+    assert train(*tiny(corpus, tmp_path / "run", max_steps=1, threads=1, eval_every=100)) == 0
+    frames = [(Path(f.filename).relative_to(REPO / "mini_bert").as_posix(), f.name) for f in stacks[0]
+              if Path(f.filename).is_relative_to(REPO / "mini_bert")]
+    start = frames.index(("cli/train.py", "run_train"))
+    assert frames[start + 1:] + [("core/attention.py", "attention_backward")] == [
+        ("training/trainer.py", "train"),
+        ("training/step.py", "loss_and_gradients"),
+        ("core/gradients.py", "mlm_loss_and_backward"),
+        ("core/gradients.py", "backward_from_hidden"),
+        ("core/gradients.py", "_encoder_layer_backward"),
+        ("core/attention.py", "attention_backward"),
+    ]
+    # and the line itself is there, not one call further: dW_QKV = x^T dqkv
+    assert '_rows(cache["x"]).T @ dqkv' in inspect.getsource(attention.attention_backward)

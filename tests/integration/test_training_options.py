@@ -190,7 +190,7 @@ def test_stop_and_resume_with_every_option_on_repeats_the_run_bit_for_bit(corpus
     rates = {r["mask_prob"] for r in metrics(whole)}
     assert len(rates) > 1, "the mask rate never changed: the test would not cover the masking state"
 
-    original = Trainer.train_step
+    original = Trainer.apply_gradients
 
     def ctrl_c_at_step_7(self, batch, lr):     # mid Lookahead cycle (k=3), mid logging window, in the curriculum
         out = original(self, batch, lr)
@@ -198,11 +198,11 @@ def test_stop_and_resume_with_every_option_on_repeats_the_run_bit_for_bit(corpus
             os.kill(os.getpid(), signal.SIGINT)
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", ctrl_c_at_step_7)
+    monkeypatch.setattr(Trainer, "apply_gradients", ctrl_c_at_step_7)
     args = tiny(corpus, parts, *ALL_ON, **settings)
     assert train(*args) == 130
     assert [p.name for p in list_step_checkpoints(parts)] == ["step_0000007"]
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(Trainer, "apply_gradients", original)
     assert train("--resume", *args) == 0
 
     assert curve(parts) == curve(whole)

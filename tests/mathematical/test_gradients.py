@@ -136,9 +136,13 @@ def test_attention_with_padding(with_dropout):
     def fwd(x, W_QKV, b_QKV, W_O, b_O):
         out, c = att.attention_forward(x, W_QKV, b_QKV, W_O, b_O, H, bias, 0.2 if with_dropout else 0.0,
                                        np.random.default_rng(3), with_dropout)
-        return out, (c, W_QKV, W_O)
+        return out, (c, {"W_QKV": W_QKV, "W_O": W_O})
+
+    def bwd(dy, c):
+        dx, g = att.attention_backward(dy, *c)
+        return dx, g["W_QKV"], g["b_QKV"], g["W_O"], g["b_O"]
     report("attention", check(
-        fwd, lambda dy, c: att.attention_backward(dy, *c),
+        fwd, bwd,
         randn(B, T, D), randn(D, 3 * D, scale=0.5), randn(3 * D), randn(D, D), randn(D)))
 
 
@@ -151,7 +155,7 @@ def test_attention_padding_gets_no_weight_and_all_padding_row_is_finite():
     assert np.isfinite(out).all() and np.isfinite(A).all()
     assert np.abs(A[0, :, :, 2]).max() < 1e-30                       # padded key ignored
     np.testing.assert_allclose(A[1], np.full((H, 3, 3), 1 / 3))      # no real key: uniform, not NaN
-    dx = att.attention_backward(np.ones_like(out), c, W_QKV, W_O)[0]
+    dx = att.attention_backward(np.ones_like(out), c, {"W_QKV": W_QKV, "W_O": W_O})[0]
     assert np.isfinite(dx).all()
 
 
