@@ -38,7 +38,7 @@ def _intrinsic(ck, data_dir, valid_batches, log) -> dict:
     d = cfg.data
     valid_ids = encode_corpus(load_corpus(d.corpus, "valid", data_dir), tok)
     seqs, types = pack_sequences(valid_ids, d.max_seq_len)
-    batches = fixed_validation_batches(seqs, types, cfg.training.batch_size, cfg.model.vocab_size, d.mask_prob,
+    batches = fixed_validation_batches(seqs, types, cfg.training.batch_size, cfg.model.vocab_size,
                                        max_batches=valid_batches or d.valid_batches)
     # Frequency bands from the training corpus: what the model saw, not what it is tested on.
     counts = count_tokens(encode_corpus(load_corpus(d.corpus, "train", data_dir), tok), cfg.model.vocab_size)

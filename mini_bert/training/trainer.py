@@ -137,8 +137,7 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
         stream = CurriculumBatches(train_ids, train_tt, t.batch_size, m.vocab_size,
                                    linear_schedule(d.curriculum_start, 1.0, steps), d.curriculum, d.mask_prob,
                                    seed=t.seed)
-    valid = fixed_validation_batches(valid_ids, valid_tt, t.batch_size, m.vocab_size, d.mask_prob,
-                                     max_batches=d.valid_batches)
+    valid = fixed_validation_batches(valid_ids, valid_tt, t.batch_size, m.vocab_size, max_batches=d.valid_batches)
     log(f"corpus {d.corpus}: {len(train_ids):,} training and {len(valid_ids):,} validation sequences of "
         f"{d.max_seq_len} tokens ({int((train_ids > 0).sum()):,} training tokens)")
     return tokenizer, stream, valid
@@ -146,7 +145,8 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
 
 def masking_options(cfg: RunConfig, tokenizer) -> dict:
     """mask_tokens' keyword arguments for data.masking, data.mask_fraction and data.random_fraction (the held-out
-    batches always use BERT's token-level 80/10/10 rule, so every recipe's curve is measured the same way)."""
+    batches always use BERT's 15% token-level 80/10/10 rule, HELD_OUT_MASK_PROB, so every recipe's curve is
+    measured on the same task)."""
     d = cfg.data
     options = {"mask_fraction": d.mask_fraction, "random_fraction": d.random_fraction}
     if d.masking == "whole_word":

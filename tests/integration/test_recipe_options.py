@@ -63,6 +63,20 @@ def test_all_mask_corruption_replaces_every_selected_token_with_mask():
     assert (inp[sel] == MASK_ID).all() and (inp[~sel] == batch[~sel]).all()
 
 
+def test_the_held_out_batches_mask_at_bert_rate_whatever_the_training_rate(tmp_path):
+    """Recipes that train with another mask rate are measured on the same held-out task: the same 15% masks."""
+    base = Trainer(_tiny(tmp_path / "a"), log=lambda *a: None, progress=False)
+    other = Trainer(_tiny(tmp_path / "b", "data.mask_prob=0.3"), log=lambda *a: None, progress=False)
+    for a, b in zip(base.valid, other.valid, strict=True):
+        np.testing.assert_array_equal(a.mask_positions, b.mask_positions)
+        np.testing.assert_array_equal(a.input_ids, b.input_ids)
+    selected = sum(int(b.mask_positions.sum()) for b in base.valid)
+    tokens = sum(int((b.target_ids > 4).sum()) for b in base.valid)
+    assert 0.12 < selected / tokens < 0.18
+    rate = np.mean([int(b.mask_positions.sum()) for b in [other.stream.next_batch() for _ in range(5)]])
+    assert rate > 1.5 * selected / len(base.valid)        # while its training batches do mask at 30%
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # A schedule fitted to the budget
 
