@@ -4,6 +4,7 @@ benchmarks/ab_step.py, the paired A/B of two copies of the package, on tiny shap
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,3 +42,16 @@ def test_ab_step_pairs_two_copies_and_finds_a_copy_computes_alike(tmp_path):
     out = proc.stdout
     assert "  this   median" in out and "  other  median" in out and "(4 pairs)" in out, out
     assert "largest parameter difference after 7 steps, relative to the largest parameter: 0.0e+00" in out, out
+
+
+def test_heldout_at_steps_rescores_a_checkpoint_as_the_trainer_scored_it(tiny_run, tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, "benchmarks/heldout_at_steps.py", str(tiny_run), "--output", str(out)],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["step"]: r for r in json.loads(out.read_text())}
+    logged = {r["step"]: r for r in map(json.loads, (tiny_run / "metrics.jsonl").read_text().splitlines())
+              if "valid_masked_acc" in r}
+    assert set(rows) == {30, 60}
+    assert rows[60]["valid_masked_acc"] == logged[60]["valid_masked_acc"]
+    assert abs(rows[60]["valid_perplexity"] - logged[60]["valid_perplexity"]) < 1e-9 * logged[60]["valid_perplexity"]
