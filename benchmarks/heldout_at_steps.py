@@ -2,9 +2,9 @@
 
     python benchmarks/heldout_at_steps.py RUN_DIR [RUN_DIR ...] [--data-dir DIR] [--output FILE.json]
 
-For each RUN_DIR, every `step_*` checkpoint in it (and in any folder given after it) is loaded and scored on the
-trainer's own fixed held-out batches (`prepare_data`, BERT's 15% token-level masks, the same positions in every
-run): masked-token accuracy and perplexity, one line per step. Use it to put a run whose logged curve was measured
+Every `step_*` checkpoint in the folders (a step found in several of them once, from the first) is loaded and
+scored on the trainer's own fixed held-out batches (`prepare_data`, BERT's 15% token-level masks, the same
+positions in every run): masked-token accuracy and perplexity, one line per step. Use it to put a run whose logged curve was measured
 differently (for example at its own training mask rate) on the same footing as the others at equal steps.
 """
 
@@ -29,8 +29,11 @@ def main() -> None:
     from mini_bert.training.step import evaluate_mlm
     from mini_bert.training.trainer import prepare_data
 
-    checkpoints = sorted({p for folder in args.folders for p in list_step_checkpoints(folder)},
-                         key=lambda p: p.name)
+    by_step: dict[str, Path] = {}
+    for folder in args.folders:                      # a step found in several folders is scored once (the first)
+        for path in list_step_checkpoints(folder):
+            by_step.setdefault(path.name, path)
+    checkpoints = [by_step[name] for name in sorted(by_step)]
     if not checkpoints:
         raise SystemExit(f"no step_* checkpoint in {', '.join(map(str, args.folders))}")
     first = load_checkpoint(checkpoints[0])
