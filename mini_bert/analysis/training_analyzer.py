@@ -141,7 +141,7 @@ class TrainingAnalyzer:
             d, m, t = ck.config.data, ck.config.model, ck.config.training
             text = load_corpus(d.corpus, "valid", d.data_dir)
             ids, types = pack_sequences(encode_corpus(text, ck.tokenizer), d.max_seq_len)
-            self._batches = fixed_validation_batches(ids, types, t.batch_size, m.vocab_size, d.mask_prob,
+            self._batches = fixed_validation_batches(ids, types, t.batch_size, m.vocab_size,   # the trainer's 15%
                                                      max_batches=min(self.max_batches, d.valid_batches))
         return self._batches
 
