@@ -195,6 +195,11 @@ class TrainingConfig(_Strict):
     lookahead_alpha: float = Field(0.5, gt=0.0, le=1.0)  # Lookahead's slow-weight step
     agc_clip: float = Field(0.0, ge=0.0)                # adaptive gradient clipping (0: off), before grad_clip
     layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # layer l of L gets lr * decay^(L-1-l) (1: off)
+    # mlm: masked LM. electra: replaced-token detection (core/electra.py), a generator of generator_width of the
+    # model's width trained beside the model, the loss L_gen + electra_weight * L_disc
+    objective: Literal["mlm", "electra"] = "mlm"
+    electra_weight: float = Field(50.0, gt=0.0)
+    generator_width: float = Field(0.25, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check_budget(self) -> "TrainingConfig":

@@ -5,6 +5,8 @@ A checkpoint is a folder:
     optimizer.safetensors   every array of the optimizer's state_dict (AdamW: m, v; Lion: m; Lookahead: slow and
                             inner.*), with its integers and the optimizer's kind in the metadata — absent in
                             weights-only exports
+    auxiliary.safetensors   tensors trained beside the model that it does not use: ELECTRA's generator
+                            (generator.<name>) and replaced-token head (rtd_w, rtd_b); only in such runs
     config.yaml             the full RunConfig
     vocab.txt, tokenizer_config.json
     trainer_state.json      step, elapsed time, best validation loss, RNG states, data-stream position
@@ -42,6 +44,8 @@ class Checkpoint:
     optimizer_state: dict | None = None       # what the optimizer's load_state_dict takes
     trainer_state: dict = field(default_factory=dict)
     optimizer_kind: str | None = None          # "adamw", "lion", "lookahead(lion)", ...; None without optimizer state
+    auxiliary: dict | None = None              # auxiliary.safetensors: tensors trained beside the model (ELECTRA's
+                                               # generator and head), None when the run had none
 
 
 def _fsync_dir(path: Path) -> None:
@@ -69,6 +73,9 @@ def save_checkpoint(path: str | Path, config: RunConfig, model, tokenizer, optim
         # host copies: a model trained on a GPU (training.device=cuda) writes the same files as one on the CPU
         save_file({k: np.ascontiguousarray(to_host(v)) for k, v in model.state_dict().items()},
                   str(tmp / "model.safetensors"), metadata={"format": "mini_bert"})
+        if hasattr(model, "auxiliary_state_dict"):       # ELECTRA: the generator and head beside the model
+            save_file({k: np.ascontiguousarray(to_host(v)) for k, v in model.auxiliary_state_dict().items()},
+                      str(tmp / "auxiliary.safetensors"), metadata={"format": "mini_bert"})
         if optimizer is not None:
             arrays, metadata = _optimizer_payload(optimizer)
             save_file(arrays, str(tmp / "optimizer.safetensors"), metadata=metadata)
@@ -209,12 +216,21 @@ def load_checkpoint(path: str | Path, need_tokenizer: bool = True, allow_nonfini
         optimizer_state, optimizer_kind = _load_optimizer_state(opt_file)
         check_tensors(opt_file, {k: v for k, v in optimizer_state.items() if isinstance(v, np.ndarray)},
                       np.dtype(config.model.dtype), allow_nonfinite)
+    auxiliary = None
+    aux_file = path / "auxiliary.safetensors"
+    if aux_file.exists():
+        try:
+            auxiliary = load_file(str(aux_file))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{aux_file} is truncated or corrupt ({e}); use another checkpoint of the "
+                                  f"run") from None
+        check_tensors(aux_file, auxiliary, np.dtype(config.model.dtype), allow_nonfinite)
     state_file = path / "trainer_state.json"
     try:
         trainer_state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.exists() else {}
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{state_file} is corrupt ({e})") from None
-    return Checkpoint(path, config, model, tokenizer, optimizer_state, trainer_state, optimizer_kind)
+    return Checkpoint(path, config, model, tokenizer, optimizer_state, trainer_state, optimizer_kind, auxiliary)
 
 
 # Optimizer state: arrays as tensors, everything else (step counts, Lookahead's k) as JSON in the metadata.

@@ -57,12 +57,14 @@ class GradientWorker:
     generator, and the blocks are combined in a fixed order: the result does not depend on thread timing.
     """
 
+    gradients_class = MiniBERTGradients      # one buffer per thread (training/electra.py puts ELECTRA's here)
+
     def __init__(self, model: MiniBERT, threads: int, seed: int, first_stream: int = 0):
         """first_stream: the index of this worker's first dropout stream among all workers of a run (an MPI rank
         r of `threads` threads starts at r * threads), so that no two threads of a run share one."""
         self.model = model
         self.threads = max(1, threads)
-        self.thread_grads = [MiniBERTGradients(model) for _ in range(self.threads)]
+        self.thread_grads = [self.gradients_class(model) for _ in range(self.threads)]
         self.grads = self.thread_grads[0]          # holds the combined gradient after loss_and_gradients
         self.rngs = [np.random.default_rng([seed, 1 + first_stream + i]) for i in range(self.threads)]
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None

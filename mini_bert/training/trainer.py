@@ -48,6 +48,7 @@ from .optimizer import AdamW, clip_grad_norm, layer_wise_lr_scales, decay_mask
 from .scheduler import lr_at
 from .device import resolve_device
 from .distributed import detect_world
+from .electra import ElectraWorker, build_electra, check_electra, evaluate_electra
 from .step import GradientWorker, evaluate_mlm, first_nonfinite, split_batch
 
 CSV_COLUMNS = ["step", "elapsed_s", "train_loss", "lr", "tokens_per_s", "grad_norm",
@@ -190,7 +191,7 @@ def build_optimizer(model: MiniBERT, cfg: RunConfig):
 
 # Settings whose checkpointed state only fits a run that uses the same ones (what a resume must not change).
 STATEFUL_SETTINGS = (("training", "optimizer"), ("training", "lookahead_k"), ("data", "curriculum"),
-                     ("data", "adaptive_masking"))
+                     ("data", "adaptive_masking"), ("training", "objective"), ("training", "generator_width"))
 
 
 def check_resumable(cfg: RunConfig, saved: RunConfig, where) -> None:
@@ -322,6 +323,9 @@ class Trainer:
         if world.size > 1:
             check_distributed(cfg, world.size)
         cfg.check_trainable()
+        self.electra = t.objective == "electra"
+        if self.electra:
+            check_electra(cfg, world.size, t.device)
         self.run_dir = check_output_path(t.output_dir, "training.output_dir", folder=True)   # before data prep
         existing = latest_checkpoint(self.run_dir)
         if resume and existing is None:
@@ -340,6 +344,18 @@ class Trainer:
                 update={"output_dir": str(self.run_dir)})})
         else:
             self.model = MiniBERT(cfg.model, seed=t.seed)
+        if self.electra:          # the model becomes the discriminator of a pair, trained with its generator
+            pair = build_electra(cfg)
+            if resume:
+                if ck.auxiliary is None:
+                    raise CheckpointError(f"{existing} has no auxiliary.safetensors (the ELECTRA generator); it "
+                                          f"cannot be resumed with training.objective=electra")
+                pair.discriminator.load_state_dict(self.model.state_dict())
+                try:
+                    pair.load_auxiliary_state_dict(ck.auxiliary)
+                except ValueError as e:
+                    raise CheckpointError(f"{existing / 'auxiliary.safetensors'}: {e}") from None
+            self.model = pair
         with world.root_first():              # rank 0 trains and caches the tokenizer; the other ranks reuse it
             self.tokenizer, self.stream, self.valid = prepare_data(cfg, tokenizer, log)
         if world.size > 1:                     # the digest reads every row: only where there is something to compare
@@ -353,7 +369,10 @@ class Trainer:
                                   f"--resume, or choose another training.output_dir")
         self.device.move_model(self.model)
         threads = 1 if self.device.name == "cuda" else t.threads      # a GPU parallelises within each op
-        self.worker = GradientWorker(self.model, threads, t.seed, first_stream=world.rank * threads)
+        if self.electra:
+            self.worker = ElectraWorker(self.model, threads, t.seed, t.electra_weight, first_stream=0)
+        else:
+            self.worker = GradientWorker(self.model, threads, t.seed, first_stream=world.rank * threads)
         for g in self.worker.thread_grads:
             self.device.move_gradients(g)
         world.attach(self.worker.grads)                # the Allreduce buffer (nothing to do in one process)
@@ -564,6 +583,8 @@ class Trainer:
         # a serial evaluation would leave a core idle. Each batch goes in the training threads' row blocks: between
         # training steps this measured 2.0 s per evaluation instead of 2.3 s (PTB recipe, 2 threads, commit 36115a0,
         # before the one-arena setting of training/allocator.py). Same counts; sums differ by rounding.
+        if self.electra:
+            return evaluate_electra(self.model, self._valid_blocks, self.cfg.training.electra_weight, self.worker.pool)
         return evaluate_mlm(self.model, self._valid_blocks, self.worker.pool)
 
     def _evaluate_everywhere(self) -> dict:
@@ -628,6 +649,8 @@ class Trainer:
                         bar.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{lr:.2e}",
                                         tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
                         window_loss, window_tokens, window_steps, window_t0 = 0.0, 0, 0, time.perf_counter()
+                        if self.electra:       # the last step's replaced-token accuracy and replaced share
+                            record.update(self.worker.last_stats)
                         if self.agc is not None:
                             record["agc_clipped"] = self.agc.last_fraction   # fraction of units clipped
                         if self.masking is not None:

@@ -191,6 +191,46 @@ def test_a_stop_signal_saves_exits_cleanly_and_resumes_exactly(corpus, reference
     assert loss_curve(run) == loss_curve(reference)
 
 
+def test_electra_trains_both_models_saves_a_plain_discriminator_and_resumes_exactly(corpus, tmp_path):
+    """training.objective=electra: the loss falls, every checkpoint's model is a MiniBERT every tool loads (the
+    discriminator), the generator and head lie beside it, and a resume from step 10 repeats the rest bit for bit."""
+    import shutil
+
+    steps = 20
+    run = tmp_path / "electra"
+    args = [*tiny(corpus, run, max_steps=steps, keep_every=CHECKPOINT_EVERY), "training.objective=electra",
+            "training.generator_width=0.5"]
+    assert train(*args) == 0
+    rows = metrics(run)
+    assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
+    assert all(0.0 <= r["rtd_acc"] <= 1.0 and 0.0 < r["replaced_fraction"] < 0.5 for r in rows)
+    evals = [r for r in rows if "valid_rtd_acc" in r]
+    assert evals and all(r["valid_loss"] > r["valid_generator_loss"] for r in evals)
+    final = load_checkpoint(latest_checkpoint(run))
+    assert type(final.model).__name__ == "MiniBERT" and final.model.config.hidden_size == 32
+    assert final.auxiliary["generator.E_token"].shape == (512, 16) and final.auxiliary["rtd_w"].shape == (32, 1)
+
+    again = tmp_path / "again"
+    shutil.copytree(run, again)
+    for p in list_step_checkpoints(again):
+        if int(p.name[5:]) > 10:
+            shutil.rmtree(p)
+    shutil.rmtree(again / "best")
+    assert train("--resume", *[a.replace(str(run), str(again)) for a in args]) == 0
+    assert loss_curve(again) == loss_curve(run)
+    resumed = load_checkpoint(latest_checkpoint(again))
+    assert np.array_equal(resumed.model.store.flat, final.model.store.flat)
+    assert all(np.array_equal(resumed.auxiliary[k], v) for k, v in final.auxiliary.items())
+    assert np.array_equal(resumed.optimizer_state["v"], final.optimizer_state["v"])
+
+
+def test_electra_refuses_settings_it_does_not_support(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    _refused(capsys, [*tiny(corpus, run), "training.objective=electra", "training.layer_lr_decay=0.8"],
+             ["training.objective=electra", "training.layer_lr_decay=1"], keep=None)
+    assert not run.exists() or not any(run.iterdir())
+
+
 def test_resume_mid_logging_window_logs_the_same_averages(corpus, tmp_path, monkeypatch):
     """log_every=4, stopped (Ctrl-C) at step 6: the row at step 8 still averages steps 5-8."""
     whole, parts = tmp_path / "whole", tmp_path / "parts"
