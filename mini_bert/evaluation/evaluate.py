@@ -43,6 +43,10 @@ def _intrinsic(ck, data_dir, valid_batches, log) -> dict:
     # Frequency bands from the training corpus: what the model saw, not what it is tested on.
     counts = count_tokens(encode_corpus(load_corpus(d.corpus, "train", data_dir), tok), cfg.model.vocab_size)
     log(f"intrinsic: {len(batches)} fixed masked batches of the {d.corpus} validation split")
+    if cfg.training.objective == "electra":
+        log("intrinsic: this model is an ELECTRA discriminator; no loss trained its masked-LM head, so the masked "
+            "accuracy below measures an untrained head (the run's metrics.jsonl holds its generator's and its "
+            "replaced-token accuracy)")
     result = intrinsic_evaluation(model, batches, vocab=tok.vocab, token_counts=counts)
     result["corpus"] = d.corpus
     return result

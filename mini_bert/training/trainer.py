@@ -668,8 +668,11 @@ class Trainer:
                         if best is None or last_eval["valid_loss"] < best:
                             self.state["best_valid_loss"] = last_eval["valid_loss"]
                             self.save("best")
-                        (bar.write if self.progress else self.log)(f"step {step}: valid masked acc {last_eval['valid_masked_acc']:.4f}, "
-                                  f"perplexity {last_eval['valid_perplexity']:.1f} ({elapsed / 60:.1f} min)")
+                        who, rtd = ("generator's ", f"; replaced-token acc {last_eval['valid_rtd_acc']:.4f}") \
+                            if self.electra else ("", "")
+                        (bar.write if self.progress else self.log)(
+                            f"step {step}: {who}valid masked acc {last_eval['valid_masked_acc']:.4f}, perplexity "
+                            f"{last_eval['valid_perplexity']:.1f}{rtd} ({elapsed / 60:.1f} min)")
                     if record is not None:
                         if self.masking is not None:
                             record["mask_prob"] = mask_prob
