@@ -29,7 +29,8 @@ the same losses step for step (tests/test_reference_torch.py checks this to 1e-4
 
 PyTorch uses --threads intra-op threads (default: the cores this process may run on); training.threads, the NumPy
 trainer's batch split, is not used here. The output folder defaults to training.output_dir + "-torch", so the same
-config and overrides as the NumPy run put the reference beside it. Exit status: 0 done, 3 diverged, 130 Ctrl-C.
+config and overrides as the NumPy run put the reference beside it. Exit status: 0 done, 3 diverged, 130 Ctrl-C
+or SIGTERM.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -237,6 +240,11 @@ def train_reference(cfg: RunConfig, output_dir: str | Path, threads: int | None 
     step, elapsed, stop_reason, last_eval, best = 0, 0.0, "max_steps", {}, None
     window_loss, window_tokens, window_steps = 0.0, 0, 0
     jsonl = open(metrics_path, "a", encoding="utf-8")
+    # Ctrl-C and SIGTERM end the run as "interrupted", also when a script started it in the background, where the
+    # shell leaves SIGINT ignored (Python then never raises KeyboardInterrupt)
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = ({sig: signal.signal(sig, signal.default_int_handler) for sig in stop_signals}
+                if threading.current_thread() is threading.main_thread() else {})
     t_start = window_t0 = last_print = time.perf_counter()
     try:
         while step < t.max_steps:
@@ -280,6 +288,8 @@ def train_reference(cfg: RunConfig, output_dir: str | Path, threads: int | None 
         stop_reason = "interrupted"
     finally:
         jsonl.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     summary = {"stop_reason": stop_reason, "steps": step, "elapsed_s": round(elapsed, 3), "best_valid_loss": best,
                **last_eval}
     info["summary"] = summary

@@ -248,3 +248,27 @@ def test_compare_curves_rejects_bad_input(tmp_path, curves, two_runs):
     bad.write_text('{"step": 1, "elapsed_s": 1.0}\n{"step": 2, "elap')
     with pytest.raises(curves.CurvesError, match="line 2"):
         curves.read_metrics(bad)
+
+
+def test_ctrl_c_stops_the_reference_even_when_sigint_was_ignored(tmp_path, ref):
+    """A script started in the background of a shell inherits SIGINT ignored; Ctrl-C (here: SIGINT sent to itself
+    during the run) must still end it as interrupted, with its records kept, and the old handler comes back."""
+    import os
+    import signal
+
+    cfg = tiny_config(tmp_path, "numpy")
+    sent = []
+
+    def log(msg, *a, **k):
+        if msg.startswith("step") and not sent:
+            sent.append(msg)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        summary = ref.train_reference(cfg, tmp_path / "torch", threads=1, log=log)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert sent and summary["stop_reason"] == "interrupted"
+    assert read_jsonl(tmp_path / "torch" / "metrics.jsonl")
