@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import ModelConfig
-from .gradients import MiniBERTGradients, mlm_cross_entropy
+from .gradients import GradientBuffer, MiniBERTGradients, mlm_cross_entropy
 from .layers import _rows
 from .math_ops import softmax_forward
 from .model import MiniBERT
@@ -172,7 +172,7 @@ class Electra:
         return corrupted, corrupted != np.asarray(batch.target_ids)
 
 
-class ElectraGradients:
+class ElectraGradients(GradientBuffer):
     """Gradient buffers for an Electra (the layout of `model.store`) and the backward pass that fills them."""
 
     def __init__(self, model: Electra):
@@ -181,20 +181,6 @@ class ElectraGradients:
         self.discriminator = MiniBERTGradients(model.discriminator)
         self.generator = MiniBERTGradients(model.generator)
         Electra._bind(self.store, self.discriminator.store, self.generator.store, copy=False)
-
-    @property
-    def gradients(self) -> dict[str, np.ndarray]:
-        return self.store.views
-
-    @property
-    def flat(self) -> np.ndarray:
-        return self.store.flat
-
-    def zero_gradients(self) -> None:
-        self.store.zero()
-
-    def global_norm(self) -> float:
-        return float(np.sqrt(np.dot(self.flat, self.flat)))
 
     def electra_loss_and_backward(self, batch, rng, weight: float = 50.0, mlm_scale: float = 1.0,
                                   real_tokens: int | None = None) -> tuple[float, dict]:

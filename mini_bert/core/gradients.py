@@ -45,17 +45,10 @@ def mlm_cross_entropy(logits, target_ids, mask_positions):
     return loss, cross_entropy_backward(probs, targets, out=probs)    # probs is this function's own: reuse it
 
 
-class MiniBERTGradients:
-    """Gradient buffers for `model` and the backward pass that fills them."""
+class GradientBuffer:
+    """A flat gradient buffer `self.store` with the parameters' layout, and what every user of one reads."""
 
-    # layer l's attention backward, (dout, cache, model.attention_params(l)) -> (dx, grads named like the params):
-    # the one call from an encoder layer's backward into attention; AdvancedMiniBERTGradients puts the variant
-    # attention's here
-    attention_backward = staticmethod(attention_backward)
-
-    def __init__(self, model):
-        self.model = model
-        self.store = ParameterStore(model.store.specs, model.dtype)
+    store: ParameterStore
 
     @property
     def gradients(self) -> dict[str, np.ndarray]:
@@ -68,6 +61,23 @@ class MiniBERTGradients:
 
     def zero_gradients(self) -> None:
         self.store.zero()
+
+    def global_norm(self) -> float:
+        """sqrt of the sum of squares of every gradient (the quantity clipping bounds)."""
+        return float(np.sqrt(np.dot(self.flat, self.flat)))
+
+
+class MiniBERTGradients(GradientBuffer):
+    """Gradient buffers for `model` and the backward pass that fills them."""
+
+    # layer l's attention backward, (dout, cache, model.attention_params(l)) -> (dx, grads named like the params):
+    # the one call from an encoder layer's backward into attention; AdvancedMiniBERTGradients puts the variant
+    # attention's here
+    attention_backward = staticmethod(attention_backward)
+
+    def __init__(self, model):
+        self.model = model
+        self.store = ParameterStore(model.store.specs, model.dtype)
 
     # ----------------------------------------------------------------------------------------------------------
     # Losses
@@ -222,7 +232,3 @@ class MiniBERTGradients:
         G = self.store.blocks
         for k, g in grads.items():
             G[f"{k}_{l}"] += g
-
-    def global_norm(self) -> float:
-        """sqrt of the sum of squares of every gradient (the quantity clipping bounds)."""
-        return float(np.sqrt(np.dot(self.flat, self.flat)))
