@@ -49,7 +49,6 @@ class ElectraWorker(GradientWorker):
     def __init__(self, model: Electra, threads: int, seed: int, weight: float, first_stream: int = 0):
         super().__init__(model, threads, seed, first_stream)
         self.weight = weight
-        self.last_stats: dict = {}
 
     def loss_and_gradients(self, batch, n_total: int | None = None) -> tuple[float, None]:
         parts = split_batch(batch, self.threads)
@@ -69,6 +68,9 @@ class ElectraWorker(GradientWorker):
         self.last_stats = {"rtd_acc": sum(s["rtd_correct"] for s in stats) / max(1, real),
                            "replaced_fraction": sum(s["replaced"] for s in stats) / max(1, real)}
         return sum(loss for loss, _ in results), None
+
+    def evaluate(self, batches) -> dict:
+        return evaluate_electra(self.model, batches, self.weight, self.pool)
 
 
 def evaluate_electra(model: Electra, batches, weight: float, pool=None) -> dict:

@@ -68,6 +68,7 @@ class GradientWorker:
         self.grads = self.thread_grads[0]          # holds the combined gradient after loss_and_gradients
         self.rngs = [np.random.default_rng([seed, 1 + first_stream + i]) for i in range(self.threads)]
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.last_stats: dict = {}                  # what the last step adds to the trainer's log record
 
     def loss_and_gradients(self, batch, n_total: int | None = None) -> tuple[float, dict | None]:
         """Mean masked-token loss of the batch; its gradient is left in `self.grads`. Returns (loss, first cache).
@@ -94,6 +95,10 @@ class GradientWorker:
         for g in self.thread_grads[1:len(results)]:
             g0 += g.flat
         return loss, results[0][1]
+
+    def evaluate(self, batches) -> dict:
+        """The held-out metrics of the objective this worker trains, over fixed batches, on this worker's pool."""
+        return evaluate_mlm(self.model, batches, self.pool)
 
     def close(self) -> None:
         if self.pool is not None:

@@ -48,7 +48,7 @@ from .optimizer import AdamW, clip_grad_norm, layer_wise_lr_scales, decay_mask
 from .scheduler import lr_at
 from .device import resolve_device
 from .distributed import detect_world
-from .electra import ElectraWorker, build_electra, check_electra, evaluate_electra
+from .electra import ElectraWorker, build_electra, check_electra
 from .step import GradientWorker, evaluate_mlm, first_nonfinite, split_batch
 
 CSV_COLUMNS = ["step", "elapsed_s", "train_loss", "lr", "tokens_per_s", "grad_norm",
@@ -583,9 +583,7 @@ class Trainer:
         # a serial evaluation would leave a core idle. Each batch goes in the training threads' row blocks: between
         # training steps this measured 2.0 s per evaluation instead of 2.3 s (PTB recipe, 2 threads, commit 36115a0,
         # before the one-arena setting of training/allocator.py). Same counts; sums differ by rounding.
-        if self.electra:
-            return evaluate_electra(self.model, self._valid_blocks, self.cfg.training.electra_weight, self.worker.pool)
-        return evaluate_mlm(self.model, self._valid_blocks, self.worker.pool)
+        return self.worker.evaluate(self._valid_blocks)
 
     def _evaluate_everywhere(self) -> dict:
         """Rank 0 evaluates; with MPI its result is shared, so every rank takes the same decisions from it."""
@@ -649,8 +647,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{lr:.2e}",
                                         tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
                         window_loss, window_tokens, window_steps, window_t0 = 0.0, 0, 0, time.perf_counter()
-                        if self.electra:       # the last step's replaced-token accuracy and replaced share
-                            record.update(self.worker.last_stats)
+                        record.update(self.worker.last_stats)    # ELECTRA: the last step's replaced-token figures
                         if self.agc is not None:
                             record["agc_clipped"] = self.agc.last_fraction   # fraction of units clipped
                         if self.masking is not None:
@@ -669,7 +666,7 @@ class Trainer:
                             self.state["best_valid_loss"] = last_eval["valid_loss"]
                             self.save("best")
                         who, rtd = ("generator's ", f"; replaced-token acc {last_eval['valid_rtd_acc']:.4f}") \
-                            if self.electra else ("", "")
+                            if "valid_rtd_acc" in last_eval else ("", "")
                         (bar.write if self.progress else self.log)(
                             f"step {step}: {who}valid masked acc {last_eval['valid_masked_acc']:.4f}, perplexity "
                             f"{last_eval['valid_perplexity']:.1f}{rtd} ({elapsed / 60:.1f} min)")

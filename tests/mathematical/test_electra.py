@@ -102,12 +102,12 @@ def test_split_batch_parts_add_up_to_the_whole():
                                            real_tokens=real)
         total, flat = total + l, flat + g.flat
     # the whole batch with each row's samples: reproduce them by corrupting row by row with the same seeds
-    gen_logits = []
+    corrupted_rows = []
     for p in parts:
         logits, _ = model.generator.forward(p.input_ids, p.attention_mask, p.token_type_ids,
                                             masked_positions=p.mask_positions)
-        gen_logits.append(model.corrupt(p, logits, np.random.default_rng(9))[0])
-    corrupted = np.concatenate(gen_logits)
+        corrupted_rows.append(model.corrupt(p, logits, np.random.default_rng(9))[0])
+    corrupted = np.concatenate(corrupted_rows)
     stub = Electra.corrupt
     try:
         Electra.corrupt = lambda self, b, lg, r: (corrupted, corrupted != b.target_ids)
