@@ -17,3 +17,7 @@ def count(minimum: int):
         return value
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+# A flag with an on and an off form (--name / --no-name), for settings whose default is on.
+ON_OFF = argparse.BooleanOptionalAction

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import MiniBertError
-from .arguments import count
+from .arguments import ON_OFF, count
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -40,6 +40,8 @@ def add_parser(sub, common) -> None:
                    help="stop after N dev evaluations without improvement")
     p.add_argument("--layer-lr-decay", type=float, default=PROTOCOL["layer_lr_decay"],
                    help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (1: off)")
+    p.add_argument("--group-by-length", action=ON_OFF, default=PROTOCOL["group_by_length"],
+                   help="batch sentences of similar length together, so batches carry little padding (default: on)")
     p.add_argument("--jobs", type=count(1), default=1,
                    help="run the fine-tunings in N processes (machines with more cores; same numbers)")
     p.set_defaults(func=run)
@@ -53,6 +55,7 @@ def run(args) -> int:
                                       output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs,
                                       pooling=args.pooling, warmup_ratio=args.warmup_ratio, patience=args.patience,
                                       layer_lr_decay=args.layer_lr_decay, adapt_steps=args.adapt_steps,
+                                      group_by_length=args.group_by_length,
                                       train_set=args.train_set)
     print(format_sst2_table(result))
     if args.output:

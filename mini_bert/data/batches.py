@@ -172,6 +172,30 @@ def pad_batch(seqs: Sequence, mask_dtype=np.int64) -> tuple[np.ndarray, np.ndarr
     return ids, mask
 
 
+def length_grouped_batches(lengths, batch_size: int, rng: np.random.Generator,
+                           pool_batches: int = 50) -> list[np.ndarray]:
+    """One epoch's batches of indices into `lengths`, each batch of sequences of similar length, so that
+    `pad_batch` adds little padding (the `group_by_length` of Hugging Face's Trainer).
+
+    A random permutation is cut into pools of `pool_batches` batches; each pool is sorted by length (stably) and
+    cut into batches; the batches of all pools are then shuffled. Every index appears exactly once, batches keep
+    `batch_size` (the last pool's last one may be smaller) and their number is ceil(N / batch_size), as with plain
+    shuffled batches. With pool_batches=1 it is plain shuffling: each batch is the next `batch_size` of the
+    permutation, merely reordered inside.
+    """
+    lengths = np.asarray(lengths)
+    if batch_size < 1 or pool_batches < 1:
+        raise DataError(f"batch_size and pool_batches must be >= 1; got {batch_size} and {pool_batches}")
+    order = rng.permutation(len(lengths))
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def _make_batch(rows: np.ndarray, types: np.ndarray, vocab_size: int, mask_prob: float,
                 rng: np.random.Generator, **masking) -> Batch:
     rows = rows.astype(np.int32, copy=False)      # stored rows may be uint16 (pack_corpus)

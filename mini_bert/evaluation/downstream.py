@@ -40,7 +40,7 @@ from ..core.gradients import MiniBERTGradients
 from ..core.model import MiniBERT
 from ..training.adapt import adapt_to_texts
 from ..training.checkpointing import load_model_and_tokenizer
-from ..data.batches import pad_batch
+from ..data.batches import length_grouped_batches, pad_batch
 from ..data.readers import load_sst2
 from ..training.optimizer import AdamW, clip_grad_norm, decay_mask, layer_wise_lr_scales
 from ..training.scheduler import lr_at
@@ -50,7 +50,7 @@ HEAD_PARAMETERS = ("W_pool", "b_pool", "W_cls", "b_cls")
 # The fine-tuning protocol: one set of settings, applied identically to the pretrained model and to random init
 # (`minibert finetune-sst2` and `minibert evaluate` use it; each can be overridden).
 PROTOCOL = {"epochs": 5, "lr": 5e-4, "batch_size": 32, "pooling": "mean", "warmup_ratio": 0.1, "patience": 4,
-            "layer_lr_decay": 1.0}
+            "layer_lr_decay": 1.0, "group_by_length": True}
 # ONE_BLAS_THREAD: fine-tuning runs with one BLAS thread. Its matrices are small (a batch of short sentences), so
 # a second thread gains little, and on a shared two-core machine spin-waiting BLAS threads made a training step
 # about 3x slower in wall time (0.8 s against 0.28 s for the base model, batch 32 x 30 tokens).
@@ -102,11 +102,13 @@ def finetune_classifier(model, train_seqs: list[np.ndarray], train_labels, dev_s
                         epochs: int = 3, batch_size: int = 32, lr: float = 5e-4, warmup_ratio: float = 0.1,
                         weight_decay: float = 0.01, max_grad_norm: float = 1.0, seed: int = 0,
                         evals_per_epoch: int = 2, patience: int = 3, layer_lr_decay: float = 1.0,
-                        log=print) -> dict:
+                        group_by_length: bool = False, log=print) -> dict:
     """Fine-tune every parameter of `model` on (train_seqs, train_labels); keep the weights best on dev.
 
     AdamW with bias correction, linear warmup over `warmup_ratio` of the steps then linear decay to 0, global-norm
     clipping; `layer_lr_decay` < 1 scales layer l of L by decay^(L-1-l) and the embeddings by decay^L.
+    `group_by_length` draws each epoch's batches from sentences of similar length (`length_grouped_batches`), so
+    that a batch carries little padding: on GLUE's phrases, 3x fewer token positions a step than plain shuffling.
 
     Dev accuracy is measured `evals_per_epoch` times per epoch; training stops after `patience` evaluations
     without improvement. The model ends with its best weights. Returns {"dev_accuracy" (best), "best_step",
@@ -130,6 +132,7 @@ def finetune_classifier(model, train_seqs: list[np.ndarray], train_labels, dev_s
     scales = layer_wise_lr_scales(model, layer_lr_decay) if layer_lr_decay < 1.0 else None
     opt = AdamW(model.store.flat, decay_mask(model.store), lr=lr, weight_decay=weight_decay, lr_scale=scales)
     steps_per_epoch = -(-len(train_seqs) // batch_size)
+    lengths = np.array([len(s) for s in train_seqs])
     total = epochs * steps_per_epoch
     warmup = int(round(warmup_ratio * total))
     eval_at = {int(round(steps_per_epoch * (k + 1) / evals_per_epoch)) for k in range(evals_per_epoch)}
@@ -139,9 +142,12 @@ def finetune_classifier(model, train_seqs: list[np.ndarray], train_labels, dev_s
     running, n_running = 0.0, 0
     with threadpool_limits(limits=1, user_api="blas"):      # see ONE_BLAS_THREAD
         for epoch in range(epochs):
-            order = rng.permutation(len(train_seqs))
-            for k in range(steps_per_epoch):
-                idx = order[k * batch_size:(k + 1) * batch_size]
+            if group_by_length:
+                batches = length_grouped_batches(lengths, batch_size, rng)
+            else:
+                order = rng.permutation(len(train_seqs))
+                batches = [order[k * batch_size:(k + 1) * batch_size] for k in range(steps_per_epoch)]
+            for k, idx in enumerate(batches):
                 ids, mask = pad_batch([train_seqs[i] for i in idx])
                 grads.zero_gradients()
                 logits, cache = model.forward_classifier(ids, mask, training=True, rng=rng)       # (B, C)

@@ -13,7 +13,7 @@ from mini_bert.cli.finetune import parse_seeds
 from mini_bert.evaluation.downstream import (bag_of_words_baseline, encode_for_classification, finetune_classifier,
                                              finetune_sst2_checkpoint, ngram_features,
                                              predict_labels, run_sst2)
-from mini_bert.data.batches import pad_batch
+from mini_bert.data.batches import length_grouped_batches, pad_batch
 from mini_bert.data.sources import data_root
 
 POSITIVE = ["a wonderful , moving film", "great acting and a lovely story", "i loved every minute of it",
@@ -47,6 +47,41 @@ def test_encoding_adds_cls_sep_and_truncates(tok):
     assert mask.sum(axis=1).tolist() == [len(seqs[0]), 8]
     with pytest.raises(ValueError, match="max_len"):
         encode_for_classification(tok, ["x"], max_len=2)
+
+
+def test_length_grouped_batches_cover_every_sentence_once_with_less_padding():
+    lengths = np.random.default_rng(1).integers(3, 60, size=1_000)
+
+    def padded(batches):
+        return sum(len(b) * lengths[b].max() for b in batches)
+
+    grouped = length_grouped_batches(lengths, 32, np.random.default_rng(0), pool_batches=10)
+    assert len(grouped) == -(-1_000 // 32)
+    assert sorted(np.concatenate(grouped).tolist()) == list(range(1_000))
+    assert sorted(len(b) for b in grouped)[1:] == [32] * (len(grouped) - 1)     # one short batch at most
+    order = np.random.default_rng(0).permutation(1_000)
+    plain = [order[k:k + 32] for k in range(0, 1_000, 32)]
+    assert padded(grouped) < 0.7 * padded(plain)
+    # Each pool is sorted by length before it is cut: inside a batch, lengths span little of the range.
+    assert np.median([np.ptp(lengths[b]) for b in grouped]) < 10
+    # Pools of one batch are plain shuffling: the same batches as the permutation's consecutive slices.
+    single = length_grouped_batches(lengths, 32, np.random.default_rng(0), pool_batches=1)
+    assert sorted(tuple(sorted(b)) for b in single) == sorted(tuple(sorted(b)) for b in plain)
+    with pytest.raises(ValueError, match="batch_size"):
+        length_grouped_batches(lengths, 0, np.random.default_rng(0))
+
+
+def test_finetuning_with_length_grouping_learns_and_differs_only_in_batch_order(tok):
+    seqs = encode_for_classification(tok, TEXTS, 16)
+    runs = {}
+    for grouped in (False, True):
+        model = tiny_model(tok.vocab_size, dropout=0.0)
+        runs[grouped] = finetune_classifier(model, seqs, LABELS, seqs, LABELS, epochs=40, batch_size=4, lr=3e-3,
+                                            evals_per_epoch=1, patience=100, seed=0, group_by_length=grouped,
+                                            log=None)
+    assert runs[True]["dev_accuracy"] == 1.0
+    assert runs[True]["steps"] == runs[False]["steps"] == 40 * 3
+    assert [h["train_loss"] for h in runs[True]["history"]] != [h["train_loss"] for h in runs[False]["history"]]
 
 
 def test_finetuning_loss_decreases_and_best_weights_are_kept(tok):
