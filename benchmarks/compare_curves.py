@@ -1,7 +1,7 @@
 """Training runs at equal wall time (or at equal steps): held-out masked accuracy and perplexity, and the curves.
 
     python benchmarks/compare_curves.py RUN_A RUN_B [RUN ...] [--labels numpy,torch] [--at 5,10,20,40]
-                                        [--at-steps 1000,3000] [--output fig.png]
+                                        [--at-steps 1000,3000] [--mean-of numpy,torch] [--output fig.png]
 
 RUN_A, RUN_B, ...: metrics.jsonl files (or run folders holding one), as written by `minibert train` and by
 benchmarks/reference_torch.py. Labels default to numpy,torch for two runs and to the folder names for more.
@@ -11,6 +11,9 @@ At each time T (minutes) a run's value is its last evaluation at or before T; "n
 (its clock never reached T) or had not evaluated yet. A run counts as having reached T when its last record lies
 within one logging interval (the median gap between its records) of T: the trainer logs every log_every steps,
 so a run stopped by max_minutes=T ends a few seconds after its last record.
+--mean-of GROUP,GROUP averages seeds: each run belongs to the group its label starts with (labels np-s0 and
+np-s1 to group np), and at each time and step the table adds each group's mean masked accuracy and perplexity,
+and the first group's mean minus the second's. A mean is "n/a" where any of its runs is.
 The figure (Agg backend) plots valid_masked_acc against minutes and against steps; the table is written as JSON
 next to it (fig.png -> fig.json).
 """
@@ -104,6 +107,61 @@ def compare(runs: dict[str, list[dict]], at_minutes: list[float], at_steps: list
             "at_step": {str(n): value_at_step(records, n) for n in at_steps},
         }
     return table
+
+
+def group_runs(labels: list[str], groups: list[str]) -> dict[str, list[str]]:
+    """{group: the labels that start with it}, every label in exactly one group, every group with a run; {} when
+    no group is given."""
+    if not groups:
+        return {}
+    members = {g: [label for label in labels if label.startswith(g)] for g in groups}
+    for label in labels:
+        owners = [g for g in groups if label.startswith(g)]
+        if len(owners) != 1:
+            raise CurvesError(f"--mean-of: run {label!r} starts {'none' if not owners else 'more than one'} of the "
+                              f"groups {', '.join(groups)}; label the runs so that each starts with exactly one")
+    empty = [g for g, m in members.items() if not m]
+    if empty:
+        raise CurvesError(f"--mean-of: no run's label starts with {', '.join(empty)}")
+    return members
+
+
+def group_means(table: dict, groups: dict[str, list[str]]) -> dict:
+    """Per time ("at") and per step ("at_step"): each group's mean masked accuracy and perplexity over its runs
+    (None where any run has no value), and "difference": the first group's mean accuracy minus the second's."""
+    def mean_of(key: str, at: str) -> dict:
+        out = {}
+        for g, labels in groups.items():
+            values = [table["runs"][label][key][at] for label in labels]
+            out[g] = None if any(v is None for v in values) else {
+                "runs": len(values),
+                "valid_masked_acc": sum(v["valid_masked_acc"] for v in values) / len(values),
+                "valid_perplexity": sum(v["valid_perplexity"] for v in values) / len(values)}
+        first, second = (list(out.values()) + [None, None])[:2]
+        out["difference"] = (None if first is None or second is None
+                             else first["valid_masked_acc"] - second["valid_masked_acc"])
+        return out
+
+    return {"groups": groups,
+            "at": {f"{m:g}": mean_of("at", f"{m:g}") for m in table["at_minutes"]},
+            "at_step": {str(n): mean_of("at_step", str(n)) for n in table["at_steps"]}}
+
+
+def format_means(means: dict) -> str:
+    """The group means as rows: where, then each group's mean accuracy (perplexity), then the difference."""
+    groups = list(means["groups"])
+    lines = [f"mean of seeds: {'; '.join(f'{g} = {len(m)} run(s)' for g, m in means['groups'].items())}"]
+
+    def cell(v):
+        return "n/a" if v is None else f"{v['valid_masked_acc']:.4f} ({v['valid_perplexity']:.1f})"
+
+    for unit, key in (("min", "at"), ("step", "at_step")):
+        for at, row in means[key].items():
+            diff = row["difference"]
+            lines.append(f"{unit} {at:>6}  " + "  ".join(f"{g}: {cell(row[g])}" for g in groups)
+                         + ("" if len(groups) < 2 else
+                            f"  {groups[0]} - {groups[1]}: {'n/a' if diff is None else f'{100 * diff:+.2f} points'}"))
+    return "\n".join(lines)
 
 
 def format_table(table: dict) -> str:
@@ -205,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "two runs, the folder names for more)")
     ap.add_argument("--at", default="5,10,20,40", help="wall-clock minutes to compare at, comma-separated")
     ap.add_argument("--at-steps", default="", help="also compare at these steps, comma-separated")
+    ap.add_argument("--mean-of", default="", help="average the runs whose labels start with each of these, "
+                                                  "comma-separated (seeds of one recipe)")
     ap.add_argument("--output", default="compare_curves.png", help="the figure; the table goes beside it as .json")
     args = ap.parse_args(argv)
     try:
@@ -213,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = run_labels(args.labels, args.runs)
         minutes = parse_minutes(args.at)
         steps = parse_steps(args.at_steps)
+        groups = group_runs(labels, [g.strip() for g in args.mean_of.split(",") if g.strip()])
         runs = {label: read_metrics(path) for label, path in zip(labels, args.runs)}
     except CurvesError as e:
         print(f"compare_curves: {e}", file=sys.stderr)
@@ -220,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     table = compare(runs, minutes, steps)
     table["sources"] = dict(zip(labels, args.runs))
     print(format_table(table))
+    if groups:
+        table["means"] = group_means(table, groups)
+        print(format_means(table["means"]))
     figure = plot(runs, minutes, args.output)
     table_path = figure.with_suffix(".json")
     table_path.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")

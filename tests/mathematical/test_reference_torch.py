@@ -239,6 +239,28 @@ def test_compare_curves_takes_more_than_two_runs(two_runs, curves, tmp_path, cap
         curves.parse_steps("10,0")
 
 
+def test_mean_of_seeds_averages_each_group_and_subtracts(two_runs, curves, tmp_path, capsys):
+    a, b = two_runs
+    c = write_run(tmp_path / "c.jsonl", [(20, 110.0, 0.30, 100.0), (60, 320.0, 0.40, 90.0), (100, 620.0, 0.5, 80.0)])
+    out = tmp_path / "means.png"
+    assert curves.main([str(a), str(c), str(b), "--labels", "np-s0,np-s1,torch-s0", "--at", "2,5,10",
+                        "--at-steps", "50", "--mean-of", "np,torch", "--output", str(out)]) == 0
+    means = json.loads(out.with_suffix(".json").read_text())["means"]
+    assert means["groups"] == {"np": ["np-s0", "np-s1"], "torch": ["torch-s0"]}
+    # at 5 minutes: np-s0 0.20 (step 50) and np-s1 0.30 (step 20): mean 0.25; torch-s0 0.25: difference 0
+    assert means["at"]["5"]["np"]["valid_masked_acc"] == pytest.approx(0.25)
+    assert means["at"]["5"]["np"]["valid_perplexity"] == pytest.approx(200.0)
+    assert means["at"]["2"]["difference"] == pytest.approx((0.10 + 0.30) / 2 - 0.15)
+    assert means["at"]["10"]["torch"] is None and means["at"]["10"]["difference"] is None   # torch ended at 6.7
+    assert means["at_step"]["50"]["np"]["valid_masked_acc"] == pytest.approx(0.25)
+    printed = capsys.readouterr().out
+    assert "np - torch: +5.00 points" in printed and "np = 2 run(s)" in printed
+    assert curves.main([str(a), str(b), "--labels", "np-s0,x", "--mean-of", "np"]) == 2
+    assert "'x' starts none of the groups np" in capsys.readouterr().err
+    with pytest.raises(curves.CurvesError, match="no run's label starts with torch"):
+        curves.group_runs(["np-s0"], ["np", "torch"])
+
+
 def test_compare_curves_rejects_bad_input(tmp_path, curves, two_runs):
     a, _ = two_runs
     assert curves.main([str(a), str(tmp_path / "missing")]) == 2
