@@ -1,6 +1,7 @@
 """The benchmark scripts that need hardware this machine may lack run their own code here: benchmarks/gpu_step.py
 in its dry run (NumPy and the PyTorch twin on the CPU, tiny shapes). Its GPU figures are measured on a GPU. And
-benchmarks/ab_step.py, the paired A/B of two copies of the package, on tiny shapes."""
+benchmarks/ab_step.py, the paired A/B of two copies of the package, on tiny shapes; heldout_at_steps.py on a tiny
+run; finetune_step.py on a few SST-2 batches."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import shutil
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -55,3 +58,17 @@ def test_heldout_at_steps_rescores_a_checkpoint_as_the_trainer_scored_it(tiny_ru
     assert set(rows) == {30, 60}
     assert rows[60]["valid_masked_acc"] == logged[60]["valid_masked_acc"]
     assert abs(rows[60]["valid_perplexity"] - logged[60]["valid_perplexity"]) < 1e-9 * logged[60]["valid_perplexity"]
+
+
+def test_finetune_step_times_plain_and_length_grouped_batches():
+    from mini_bert.data.sources import data_root
+
+    if not (data_root() / "sst2").is_dir():
+        pytest.skip("SST-2 not under data_root()")
+    proc = subprocess.run([sys.executable, "benchmarks/finetune_step.py", "--train-set", "sentences", "--steps", "3",
+                           "--rounds", "2"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if "ms/step" in line}
+    plain, grouped = (float(rows[arm][rows[arm].index("positions/step") - 1]) for arm in ("plain", "grouped"))
+    assert grouped < plain, proc.stdout            # the grouped batches carry less padding
+    assert "grouped / plain per round:" in proc.stdout
