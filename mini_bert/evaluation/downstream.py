@@ -9,7 +9,8 @@ where u is the mean of the tokens' last hidden states (PROTOCOL's pooling; "cls"
 dropout -> logits = p W_cls + b_cls (`MiniBERT.forward_classifier`). Every parameter is trained (the backward pass
 runs through the whole encoder, `backward_from_class_logits`) with AdamW (bias-corrected), linear warmup over 10%
 of the steps then linear decay, global-norm clipping, and early stopping on dev accuracy (the best weights are
-restored at the end). One PROTOCOL applies to the pretrained model and to random init alike.
+restored at the end). Each epoch's batches group sentences of similar length (`length_grouped_batches`), so that
+padding costs little. One PROTOCOL applies to the pretrained model and to random init alike.
 
 SST-2's test labels are held back, so the dev set (872 sentences) is used both to stop and to report, as in the
 GLUE dev numbers papers quote; the baselines below are chosen the same way, so the comparison stays fair.
