@@ -1,7 +1,8 @@
 """Training runs at equal wall time (or at equal steps): held-out masked accuracy and perplexity, and the curves.
 
     python benchmarks/compare_curves.py RUN_A RUN_B [RUN ...] [--labels numpy,torch] [--at 5,10,20,40]
-                                        [--at-steps 1000,3000] [--mean-of numpy,torch] [--output fig.png]
+                                        [--at-steps 1000,3000] [--hold-final] [--mean-of numpy,torch]
+                                        [--output fig.png]
 
 RUN_A, RUN_B, ...: metrics.jsonl files (or run folders holding one), as written by `minibert train` and by
 benchmarks/reference_torch.py. Labels default to numpy,torch for two runs and to the folder names for more.
@@ -11,6 +12,8 @@ At each time T (minutes) a run's value is its last evaluation at or before T; "n
 (its clock never reached T) or had not evaluated yet. A run counts as having reached T when its last record lies
 within one logging interval (the median gap between its records) of T: the trainer logs every log_every steps,
 so a run stopped by max_minutes=T ends a few seconds after its last record.
+--hold-final lets a run that ended before a time (it finished its schedule sooner) count there with its final
+evaluation, marked "final"; without it such a run is "n/a" there.
 --mean-of GROUP,GROUP averages seeds: each run belongs to the group its label starts with (labels np-s0 and
 np-s1 to group np), and at each time and step the table adds each group's mean masked accuracy and perplexity,
 and the first group's mean minus the second's. A mean is "n/a" where any of its runs is.
@@ -60,12 +63,14 @@ def evaluations(records: list[dict]) -> list[dict]:
     return sorted((r for r in records if "valid_masked_acc" in r), key=lambda r: r["elapsed_s"])
 
 
-def value_at(records: list[dict], minutes: float) -> dict | None:
+def value_at(records: list[dict], minutes: float, hold_final: bool = False) -> dict | None:
     """The last evaluation at or before `minutes` of wall time, as {step, minutes, valid_masked_acc,
-    valid_perplexity}; None if the run stopped before that time or had not evaluated by then."""
+    valid_perplexity}; None if the run had not evaluated by then, or stopped before that time. With hold_final, a
+    run that stopped before then (having finished its schedule) keeps its last evaluation, marked "final": True."""
     limit = minutes * 60.0
     if end_seconds(records) < limit:
-        return None
+        evals = evaluations(records)
+        return {**_summary(evals[-1]), "final": True} if hold_final and evals else None
     before = [r for r in evaluations(records) if r["elapsed_s"] <= limit]
     return _summary(before[-1]) if before else None
 
@@ -92,9 +97,10 @@ def value_at_step(records: list[dict], step: int) -> dict | None:
     return _summary(max(before, key=lambda r: r["step"])) if before else None
 
 
-def compare(runs: dict[str, list[dict]], at_minutes: list[float], at_steps: list[int] = ()) -> dict:
+def compare(runs: dict[str, list[dict]], at_minutes: list[float], at_steps: list[int] = (),
+            hold_final: bool = False) -> dict:
     """The table as a dict: per run label, its end (steps, minutes, last evaluation) and its values at each time
-    (and at each step of `at_steps`)."""
+    (and at each step of `at_steps`); hold_final as in `value_at`."""
     table = {"at_minutes": list(at_minutes), "at_steps": list(at_steps), "runs": {}}
     for label, records in runs.items():
         evals = evaluations(records)
@@ -103,7 +109,7 @@ def compare(runs: dict[str, list[dict]], at_minutes: list[float], at_steps: list
             "steps_reached": max(r["step"] for r in records),
             "minutes_reached": last["elapsed_s"] / 60.0,
             "last_evaluation": _summary(evals[-1]) if evals else None,
-            "at": {f"{m:g}": value_at(records, m) for m in at_minutes},
+            "at": {f"{m:g}": value_at(records, m, hold_final) for m in at_minutes},
             "at_step": {str(n): value_at_step(records, n) for n in at_steps},
         }
     return table
@@ -174,7 +180,7 @@ def format_table(table: dict) -> str:
         if v is None:
             return f"{at:>5}  {label:<{width}}  {'n/a':>7}  {'n/a':>10}  {'n/a':>10}"
         return (f"{at:>5}  {label:<{width}}  {v['step']:>7}  {v['valid_masked_acc']:>10.4f}  "
-                f"{v['valid_perplexity']:>10.2f}")
+                f"{v['valid_perplexity']:>10.2f}" + ("  (final: the run had ended)" if v.get("final") else ""))
 
     for m in table["at_minutes"]:
         lines += [row(f"{m:g}", label, table["runs"][label]["at"][f"{m:g}"]) for label in labels]
@@ -263,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "two runs, the folder names for more)")
     ap.add_argument("--at", default="5,10,20,40", help="wall-clock minutes to compare at, comma-separated")
     ap.add_argument("--at-steps", default="", help="also compare at these steps, comma-separated")
+    ap.add_argument("--hold-final", action="store_true", help="a run that ended before a time counts there with "
+                                                              "its final evaluation")
     ap.add_argument("--mean-of", default="", help="average the runs whose labels start with each of these, "
                                                   "comma-separated (seeds of one recipe)")
     ap.add_argument("--output", default="compare_curves.png", help="the figure; the table goes beside it as .json")
@@ -278,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     except CurvesError as e:
         print(f"compare_curves: {e}", file=sys.stderr)
         return 2
-    table = compare(runs, minutes, steps)
+    table = compare(runs, minutes, steps, args.hold_final)
     table["sources"] = dict(zip(labels, args.runs))
     print(format_table(table))
     if groups:

@@ -199,6 +199,11 @@ def test_a_run_stopped_by_max_minutes_counts_as_reaching_it(tmp_path, curves):
     assert curves.value_at(stopped, 10)["step"] == 1200
     early = curves.read_metrics(write_run(tmp_path / "early.jsonl", rows[:99] + [(1000, 500.0, 0.3, 100.0)]))
     assert curves.value_at(early, 10) is None and curves.value_at(early, 8.4)["step"] == 1000
+    # a run that finished its schedule early keeps its final evaluation when asked to
+    assert curves.value_at(early, 10, hold_final=True) == {"step": 1000, "minutes": 500.0 / 60,
+                                                           "valid_masked_acc": 0.3, "valid_perplexity": 100.0,
+                                                           "final": True}
+    assert "final" not in curves.value_at(early, 8.4, hold_final=True)
 
 
 def test_compare_curves_command_writes_table_and_figure(two_runs, curves, tmp_path, capsys):
