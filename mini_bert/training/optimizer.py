@@ -17,6 +17,12 @@ import numpy as np
 
 from ..core.parameters import ParameterStore, layer_of
 
+# AdamW's update makes 16 elementwise passes over seven arrays the size of the model. Taken whole (2.9M float32
+# parameters: 12 MB an array), every pass streams from memory; taken in blocks of UPDATE_BLOCK elements, the
+# seven arrays' slices (7 x 256 KB) stay in a core's L2 cache across the 16 passes. The result is the same, bit
+# for bit: every operation is elementwise.
+UPDATE_BLOCK = 1 << 16
+
 
 def decay_mask(store: ParameterStore) -> np.ndarray:
     """1 for weight matrices and embeddings, 0 for biases and LayerNorm gains/biases; aligned with store.flat."""
@@ -93,23 +99,29 @@ class AdamW:
         self.t = 0
         self._buf = np.empty_like(params_flat)   # reused every step: no large temporaries
         self._buf2 = np.empty_like(params_flat)
-        self.pool, self._ranges = None, [slice(None)]
+        self.pool, self._ranges = None, [slice(0, params_flat.shape[0])]
 
     def use_threads(self, pool, threads: int) -> None:
         """Run the update on `threads` contiguous ranges of the buffer in `pool` (a concurrent.futures executor).
         Every operation is elementwise, so the result is identical; the trainer passes its gradient workers."""
         bounds = np.linspace(0, self.params.shape[0], max(1, threads) + 1).astype(int)
         self.pool = pool if threads > 1 else None
-        self._ranges = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])] if self.pool else [slice(None)]
+        self._ranges = ([slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])] if self.pool
+                        else [slice(0, self.params.shape[0])])
 
     def step(self, grads_flat: np.ndarray, lr: float | None = None) -> None:
         lr = self.lr if lr is None else lr
         self.t += 1
         bc1, bc2 = 1.0 - self.beta1 ** self.t, 1.0 - self.beta2 ** self.t       # bias corrections
         if self.pool is None:
-            self._update(slice(None), grads_flat, lr, bc1, bc2)
+            self._update_blocks(self._ranges[0], grads_flat, lr, bc1, bc2)
         else:
-            list(self.pool.map(lambda r: self._update(r, grads_flat, lr, bc1, bc2), self._ranges))
+            list(self.pool.map(lambda r: self._update_blocks(r, grads_flat, lr, bc1, bc2), self._ranges))
+
+    def _update_blocks(self, r: slice, grads_flat: np.ndarray, lr: float, bc1: float, bc2: float) -> None:
+        """`_update` over the range r, one UPDATE_BLOCK at a time."""
+        for start in range(r.start, r.stop, UPDATE_BLOCK):
+            self._update(slice(start, min(start + UPDATE_BLOCK, r.stop)), grads_flat, lr, bc1, bc2)
 
     def _update(self, r: slice, grads_flat: np.ndarray, lr: float, bc1: float, bc2: float) -> None:
         """The AdamW update of the range r of the buffer (guide, section "AdamW")."""
