@@ -42,6 +42,8 @@ def add_parser(sub, common) -> None:
                    help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (1: off)")
     p.add_argument("--group-by-length", action=ON_OFF, default=PROTOCOL["group_by_length"],
                    help="batch sentences of similar length together, so batches carry little padding (default: on)")
+    p.add_argument("--skip", default="", help="comma-separated arms to leave out: pretrained, random-init, "
+                                              "bag-of-words (e.g. to add a task-adaptive row to an earlier run)")
     p.add_argument("--jobs", type=count(1), default=1,
                    help="run the fine-tunings in N processes (machines with more cores; same numbers)")
     p.set_defaults(func=run)
@@ -50,12 +52,19 @@ def add_parser(sub, common) -> None:
 def run(args) -> int:
     from ..evaluation.downstream import finetune_sst2_checkpoint, format_sst2_table
 
+    skip = {x.strip() for x in args.skip.split(",") if x.strip()}
+    unknown = skip - {"pretrained", "random-init", "bag-of-words"}
+    if unknown:
+        raise MiniBertError(f"--skip takes pretrained, random-init and/or bag-of-words; got "
+                            f"{', '.join(sorted(unknown))}")
     result = finetune_sst2_checkpoint(args.checkpoint, data_dir=args.data_dir, epochs=args.epochs,
                                       max_samples=args.max_samples, seeds=parse_seeds(args.seeds),
                                       output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs,
                                       pooling=args.pooling, warmup_ratio=args.warmup_ratio, patience=args.patience,
                                       layer_lr_decay=args.layer_lr_decay, adapt_steps=args.adapt_steps,
                                       group_by_length=args.group_by_length,
+                                      pretrained="pretrained" not in skip, random_init="random-init" not in skip,
+                                      bag_of_words="bag-of-words" not in skip,
                                       train_set=args.train_set)
     print(format_sst2_table(result))
     if args.output:

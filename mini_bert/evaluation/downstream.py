@@ -262,15 +262,16 @@ def _finetune_job(arm: str, seed: int) -> dict:
 def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs: int = 3,
              seeds=(0, 1, 2), random_init: bool = True, bag_of_words: bool = True, log=print,
              dropout: float | None = 0.1, n_jobs: int = 1, pooling: str | None = None, adapt_steps: int = 0,
-             **finetune_kwargs) -> dict:
+             pretrained: bool = True, **finetune_kwargs) -> dict:
     """Fine-tune `model` once per seed (each from the same starting weights), plus the baselines.
 
     `dropout` (BERT's 0.1 by default) is used for fine-tuning whatever the pretraining used — the default
     pretraining recipe has none; None keeps the checkpoint's own. `pooling` ("cls" or "mean") sets what the
     classifier's pooler reads for both arms (None keeps the checkpoint's). `adapt_steps` > 0 adds the arm
     "adapted": task-adaptive MLM on the training sentences (`training/adapt.py`, seed 0), then the same
-    fine-tuning. `n_jobs` > 1 runs the fine-tunings (seeds x
-    {pretrained, random init}) in that many processes, for machines with more cores; the numbers are the same.
+    fine-tuning. `pretrained`, `random_init` and `bag_of_words` False leave that arm out (each arm's runs are
+    seeded, so an arm measured before need not run again). `n_jobs` > 1 runs the fine-tunings (seeds x arms) in
+    that many processes, for machines with more cores; the numbers are the same.
     The model is left with its original weights and config. Returns a JSON-serialisable dict (see the module
     docstring).
     """
@@ -282,12 +283,14 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
             model.config.classifier_pooling = pooling
         try:
             return run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs, seeds,
-                            random_init, bag_of_words, log, None, n_jobs, None, adapt_steps, **finetune_kwargs)
+                            random_init, bag_of_words, log, None, n_jobs, None, adapt_steps, pretrained,
+                            **finetune_kwargs)
         finally:
             model.config.dropout, model.config.attention_dropout, model.config.classifier_pooling = saved
     seeds = list(seeds)
     if not seeds:
         raise MiniBertError("give at least one seed")
+    check_arms(pretrained, random_init, adapt_steps)
     log = log or (lambda *_: None)
     train_labels, dev_labels = np.asarray(train_labels), np.asarray(dev_labels)
     max_len = model.config.max_position_embeddings
@@ -302,7 +305,8 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
         result["bag_of_words"] = bag_of_words_baseline(train_texts, train_labels, dev_texts, dev_labels)
         log(f"  bag-of-words (uni+bigrams): dev acc {result['bag_of_words']['dev_accuracy']:.4f}")
 
-    arms = ["pretrained"] + (["adapted"] if adapt_steps else []) + (["random_init"] if random_init else [])
+    arms = ((["pretrained"] if pretrained else []) + (["adapted"] if adapt_steps else [])
+            + (["random_init"] if random_init else []))
     context = {"model": model, "initial": model.store.flat.copy(), "epochs": epochs, "kwargs": finetune_kwargs,
                "data": (train_seqs, train_labels, dev_seqs, dev_labels)}
     if adapt_steps:
@@ -356,6 +360,14 @@ def format_sst2_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check_arms(pretrained: bool, random_init: bool, adapt_steps: int) -> None:
+    """At least one fine-tuning arm, or a MiniBertError saying how to keep one."""
+    if not (pretrained or random_init or adapt_steps):
+        raise MiniBertError("every fine-tuning arm is left out (--skip pretrained,random-init without "
+                            "--adapt-steps): keep the pretrained or the random-init arm, or give --adapt-steps N > 0 "
+                            "for the task-adaptive one")
+
+
 def check_protocol(settings: dict) -> None:
     """Fine-tuning settings that make sense, or a MiniBertError naming the flag: a rate of 0, below 0 or infinite
     trains nothing or diverges, a batch of 0 rows divides by zero."""
@@ -399,6 +411,7 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int | None =
         raise MiniBertError(f"--adapt-steps must be >= 0 (0 turns task-adaptive pretraining off); got "
                             f"{kwargs['adapt_steps']}")
     check_protocol({"epochs": epochs, **settings})
+    check_arms(kwargs.get("pretrained", True), kwargs.get("random_init", True), kwargs.get("adapt_steps", 0))
     if train_set not in ("sentences", "glue"):
         raise MiniBertError(f"--train-set must be 'sentences' or 'glue'; got {train_set!r}")
     if kwargs.get("n_jobs", 1) < 1:

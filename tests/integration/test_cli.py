@@ -158,6 +158,11 @@ def test_analyze_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     assert "--output-dir" in capsys.readouterr().err and note.read_text() == "mine\n"
 
 
+def test_an_unknown_arm_to_skip_is_refused(tmp_path, capsys):
+    assert cli.main(["finetune-sst2", "--checkpoint", str(tmp_path / "none"), "--skip", "random,pretrained"]) == 2
+    assert "--skip takes pretrained, random-init and/or bag-of-words; got random" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, words", [
     (["finetune-sst2", "--batch-size", "0"], ["--batch-size", ">= 1"]),
     (["finetune-sst2", "--epochs", "0"], ["--epochs", ">= 1"]),
@@ -185,11 +190,13 @@ def test_counts_out_of_range_are_usage_errors(argv, words, capsys, tmp_path):
     ("lr", 0.0, ["--lr", "above 0"]),
     ("warmup_ratio", 1.5, ["--warmup-ratio", "[0, 1)"]),
     ("layer_lr_decay", 0.0, ["--layer-lr-decay", "(0, 1]"]),
+    ("pretrained", False, ["every fine-tuning arm is left out", "--adapt-steps"]),
 ])
 def test_fine_tuning_settings_that_make_no_sense_are_refused_before_loading(setting, value, words, tmp_path):
     from mini_bert.errors import MiniBertError
     from mini_bert.evaluation.downstream import finetune_sst2_checkpoint
 
     with pytest.raises(MiniBertError) as err:          # the checkpoint does not exist: it is never opened
-        finetune_sst2_checkpoint(tmp_path / "none", **{setting: value})
+        finetune_sst2_checkpoint(tmp_path / "none", **{setting: value,
+                                                       **({"random_init": False} if setting == "pretrained" else {})})
     assert all(w in str(err.value) for w in words), err.value

@@ -11,7 +11,7 @@ from mini_bert.config import CLS_ID, PAD_ID, SEP_ID, ModelConfig, RunConfig
 from mini_bert.core.model import MiniBERT
 from mini_bert.cli.finetune import parse_seeds
 from mini_bert.evaluation.downstream import (bag_of_words_baseline, encode_for_classification, finetune_classifier,
-                                             finetune_sst2_checkpoint, ngram_features,
+                                             finetune_sst2_checkpoint, format_sst2_table, ngram_features,
                                              predict_labels, run_sst2)
 from mini_bert.data.batches import length_grouped_batches, pad_batch
 from mini_bert.data.sources import data_root
@@ -117,6 +117,19 @@ def test_run_sst2_restores_the_model_and_reports_seeds(tok):
         assert result[key]["std"] == pytest.approx(np.std(accs, ddof=1))
     assert result["majority_class"] == 0.5
     json.dumps(result)
+
+
+def test_skipped_arms_leave_the_others_unchanged(tok):
+    model = tiny_model(tok.vocab_size)
+    kwargs = dict(epochs=1, seeds=[0, 1], log=None, batch_size=4, adapt_steps=3)
+    full = run_sst2(model, tok, TEXTS, LABELS, TEXTS, LABELS, **kwargs)
+    adapted_only = run_sst2(model, tok, TEXTS, LABELS, TEXTS, LABELS, pretrained=False, random_init=False,
+                            bag_of_words=False, **kwargs)
+    assert {"pretrained", "random_init", "bag_of_words"}.isdisjoint(adapted_only)
+    assert adapted_only["adapted"] == full["adapted"]
+    assert "task-adaptive" in format_sst2_table(adapted_only) and "random init" not in format_sst2_table(adapted_only)
+    with pytest.raises(ValueError, match="every fine-tuning arm is left out"):
+        run_sst2(model, tok, TEXTS, LABELS, TEXTS, LABELS, pretrained=False, random_init=False, epochs=1, log=None)
 
 
 def test_parallel_fine_tuning_gives_the_same_numbers(tok):
