@@ -109,7 +109,7 @@ def finetune_classifier(model, train_seqs: list[np.ndarray], train_labels, dev_s
     AdamW with bias correction, linear warmup over `warmup_ratio` of the steps then linear decay to 0, global-norm
     clipping; `layer_lr_decay` < 1 scales layer l of L by decay^(L-1-l) and the embeddings by decay^L.
     `group_by_length` draws each epoch's batches from sentences of similar length (`length_grouped_batches`), so
-    that a batch carries little padding: on GLUE's phrases, 3x fewer token positions a step than plain shuffling.
+    that a batch carries little padding: on GLUE's phrases, a third of the token positions a step of plain shuffling.
 
     Dev accuracy is measured `evals_per_epoch` times per epoch; training stops after `patience` evaluations
     without improvement. The model ends with its best weights. Returns {"dev_accuracy" (best), "best_step",
