@@ -2,10 +2,10 @@
 
     python benchmarks/finetune_step.py [--train-set glue|sentences] [--steps 40] [--rounds 3] [--checkpoint DIR]
 
-Both arms run `finetune_classifier`'s step (forward_classifier, its backward, clipping, AdamW; one BLAS thread, as
-fine-tuning runs) on the default model's config, from the same weights, for `--steps` batches of 32 of the
-training set, drawn as an epoch would draw them: `rng.permutation` cut in order (plain) or
-`length_grouped_batches` (grouped). Rounds alternate plain, grouped, plain, ... so that machine load touches both
+Both arms run fine-tuning's own step, `classification_step` (forward_classifier, its backward, clipping, AdamW;
+one BLAS thread, as fine-tuning runs), on the default model's config, from the same weights, for `--steps`
+batches of 32 of the training set, drawn by `epoch_batches` as an epoch draws them: a permutation cut in order
+(plain) or `length_grouped_batches` (grouped). Rounds alternate plain, grouped, plain, ... so that machine load touches both
 alike. It prints, per arm, the median ms per step, token positions per step (padding included), real tokens per
 step, and sentences per second; then grouped / plain per round.
 
@@ -25,18 +25,9 @@ from threadpoolctl import threadpool_limits
 from mini_bert.config import load_config
 from mini_bert.core.gradients import MiniBERTGradients
 from mini_bert.core.model import MiniBERT
-from mini_bert.data.batches import length_grouped_batches, pad_batch
 from mini_bert.data.readers import load_sst2
-from mini_bert.evaluation.downstream import encode_for_classification
-from mini_bert.training.optimizer import AdamW, clip_grad_norm, decay_mask
-
-
-def arm_batches(lengths: np.ndarray, grouped: bool, steps: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    if grouped:
-        return length_grouped_batches(lengths, 32, rng)[:steps]
-    order = rng.permutation(len(lengths))
-    return [order[k * 32:(k + 1) * 32] for k in range(steps)]
+from mini_bert.evaluation.downstream import classification_step, encode_for_classification, epoch_batches
+from mini_bert.training.optimizer import AdamW, decay_mask
 
 
 def main() -> None:
@@ -75,17 +66,11 @@ def main() -> None:
                 model.store.flat[...] = start
                 grads = MiniBERTGradients(model)
                 opt = AdamW(model.store.flat, decay_mask(model.store), lr=1e-4)
+                batches = epoch_batches(lengths, 32, np.random.default_rng(r), arm == "grouped")[:args.steps]
                 rng = np.random.default_rng(r)
-                batches = arm_batches(lengths, arm == "grouped", args.steps, seed=r)
                 t0 = time.perf_counter()
                 for idx in batches:
-                    ids, mask = pad_batch([seqs[i] for i in idx])
-                    grads.zero_gradients()
-                    logits, cache = model.forward_classifier(ids, mask, training=True, rng=rng)
-                    _, dlogits = grads.compute_classification_loss_and_gradients(logits, labels[idx])
-                    grads.backward_from_class_logits(dlogits, cache)
-                    clip_grad_norm(grads.flat, 1.0)
-                    opt.step(grads.flat, 1e-4)
+                    classification_step(model, grads, opt, seqs, labels, idx, rng, 1e-4, 1.0)
                 times[arm].append((time.perf_counter() - t0) / len(batches))
                 positions[arm].append(np.mean([len(b) * lengths[b].max() for b in batches]))
                 real[arm].append(np.mean([lengths[b].sum() for b in batches]))

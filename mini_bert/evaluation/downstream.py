@@ -99,6 +99,29 @@ def reset_classifier_head(model, rng: np.random.Generator) -> None:
         block[...] = rng.normal(0.0, std, size=block.shape) if name.startswith("W") else 0.0
 
 
+def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                  group_by_length: bool) -> list[np.ndarray]:
+    """One epoch's batches of indices: `length_grouped_batches`, or the next batch_size of a permutation."""
+    if group_by_length:
+        return length_grouped_batches(lengths, batch_size, rng)
+    order = rng.permutation(len(lengths))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def classification_step(model, grads: MiniBERTGradients, opt: AdamW, seqs: list[np.ndarray], labels: np.ndarray,
+                        idx: np.ndarray, rng: np.random.Generator, lr: float, max_grad_norm: float) -> float:
+    """One fine-tuning step on the sequences `idx`: forward in training mode, cross-entropy, the backward through
+    the classifier and the encoder, global-norm clipping, the optimizer step. Returns the batch's mean loss."""
+    ids, mask = pad_batch([seqs[i] for i in idx])
+    grads.zero_gradients()
+    logits, cache = model.forward_classifier(ids, mask, training=True, rng=rng)       # (B, C)
+    loss, dlogits = grads.compute_classification_loss_and_gradients(logits, labels[idx])
+    grads.backward_from_class_logits(dlogits, cache)
+    clip_grad_norm(grads.flat, max_grad_norm)
+    opt.step(grads.flat, lr)
+    return loss
+
+
 def finetune_classifier(model, train_seqs: list[np.ndarray], train_labels, dev_seqs: list[np.ndarray], dev_labels,
                         epochs: int = 3, batch_size: int = 32, lr: float = 5e-4, warmup_ratio: float = 0.1,
                         weight_decay: float = 0.01, max_grad_norm: float = 1.0, seed: int = 0,
@@ -143,19 +166,9 @@ def finetune_classifier(model, train_seqs: list[np.ndarray], train_labels, dev_s
     running, n_running = 0.0, 0
     with threadpool_limits(limits=1, user_api="blas"):      # see ONE_BLAS_THREAD
         for epoch in range(epochs):
-            if group_by_length:
-                batches = length_grouped_batches(lengths, batch_size, rng)
-            else:
-                order = rng.permutation(len(train_seqs))
-                batches = [order[k * batch_size:(k + 1) * batch_size] for k in range(steps_per_epoch)]
-            for k, idx in enumerate(batches):
-                ids, mask = pad_batch([train_seqs[i] for i in idx])
-                grads.zero_gradients()
-                logits, cache = model.forward_classifier(ids, mask, training=True, rng=rng)       # (B, C)
-                loss, dlogits = grads.compute_classification_loss_and_gradients(logits, train_labels[idx])
-                grads.backward_from_class_logits(dlogits, cache)
-                clip_grad_norm(grads.flat, max_grad_norm)
-                opt.step(grads.flat, lr_at(step, lr, warmup, total, kind="linear"))
+            for k, idx in enumerate(epoch_batches(lengths, batch_size, rng, group_by_length)):
+                loss = classification_step(model, grads, opt, train_seqs, train_labels, idx, rng,
+                                           lr_at(step, lr, warmup, total, kind="linear"), max_grad_norm)
                 step += 1
                 running, n_running = running + loss, n_running + 1
                 if (k + 1) not in eval_at:
