@@ -275,14 +275,14 @@ def _finetune_job(arm: str, seed: int) -> dict:
 def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs: int = 3,
              seeds=(0, 1, 2), random_init: bool = True, bag_of_words: bool = True, log=print,
              dropout: float | None = 0.1, n_jobs: int = 1, pooling: str | None = None, adapt_steps: int = 0,
-             pretrained: bool = True, **finetune_kwargs) -> dict:
+             pretrained: bool = True, adapt: dict | None = None, **finetune_kwargs) -> dict:
     """Fine-tune `model` once per seed (each from the same starting weights), plus the baselines.
 
     `dropout` (BERT's 0.1 by default) is used for fine-tuning whatever the pretraining used — the default
     pretraining recipe has none; None keeps the checkpoint's own. `pooling` ("cls" or "mean") sets what the
     classifier's pooler reads for both arms (None keeps the checkpoint's). `adapt_steps` > 0 adds the arm
-    "adapted": task-adaptive MLM on the training sentences (`training/adapt.py`, seed 0), then the same
-    fine-tuning. `pretrained`, `random_init` and `bag_of_words` False leave that arm out (each arm's runs are
+    "adapted": task-adaptive MLM on the training sentences (`training/adapt.py`, seed 0; `adapt` holds its other
+    settings, such as lr and mask_prob), then the same fine-tuning. `pretrained`, `random_init` and `bag_of_words` False leave that arm out (each arm's runs are
     seeded, so an arm measured before need not run again). `n_jobs` > 1 runs the fine-tunings (seeds x arms) in
     that many processes, for machines with more cores; the numbers are the same.
     The model is left with its original weights and config. Returns a JSON-serialisable dict (see the module
@@ -297,7 +297,7 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
         try:
             return run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs, seeds,
                             random_init, bag_of_words, log, None, n_jobs, None, adapt_steps, pretrained,
-                            **finetune_kwargs)
+                            adapt, **finetune_kwargs)
         finally:
             model.config.dropout, model.config.attention_dropout, model.config.classifier_pooling = saved
     seeds = list(seeds)
@@ -324,7 +324,8 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
                "data": (train_seqs, train_labels, dev_seqs, dev_labels)}
     if adapt_steps:
         log(f"  task-adaptive MLM on the {len(train_texts):,} training sentences, {adapt_steps} steps:")
-        result["adaptation"] = adapt_to_texts(model, tokenizer, list(train_texts), adapt_steps, log=log)
+        result["adaptation"] = adapt_to_texts(model, tokenizer, list(train_texts), adapt_steps, log=log,
+                                              **(adapt or {}))
         context["adapted"] = model.store.flat.copy()
         model.store.flat[...] = context["initial"]
     jobs = [(arm, seed) for arm in arms for seed in seeds]

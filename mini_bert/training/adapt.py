@@ -25,7 +25,7 @@ def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5
     """Continue MLM training of `model` (in place) on `texts` for `steps` AdamW steps: linear warmup over
     warmup_ratio of them, linear decay to 0, global-norm clipping at 1. Texts are packed into rows of max_len
     (at most the model's positions). Returns {"steps", "rows", "first_loss", "last_loss"} (losses averaged over
-    the first and last tenth of the steps)."""
+    the first and last tenth of the steps), with lr and mask_prob."""
     if steps < 0:
         raise MiniBertError(f"adapt steps must be >= 0; got {steps}")
     if steps == 0:
@@ -49,5 +49,5 @@ def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5
     finally:
         worker.close()
     tenth = max(1, steps // 10)
-    return {"steps": steps, "rows": int(len(rows)), "first_loss": float(np.mean(losses[:tenth])),
-            "last_loss": float(np.mean(losses[-tenth:]))}
+    return {"steps": steps, "lr": lr, "mask_prob": mask_prob, "rows": int(len(rows)),
+            "first_loss": float(np.mean(losses[:tenth])), "last_loss": float(np.mean(losses[-tenth:]))}
