@@ -194,6 +194,13 @@ STATEFUL_SETTINGS = (("training", "optimizer"), ("training", "lookahead_k"), ("d
                      ("data", "adaptive_masking"), ("training", "objective"), ("training", "generator_width"))
 
 
+def steps_for_budget(steps_done: int, seconds: float, max_minutes: float, cap: int) -> int:
+    """The schedule length that ends at max_minutes when the steps go on costing what steps_done of them took
+    (seconds, evaluations included): at most cap, and never before the steps already taken."""
+    per_step = seconds / max(steps_done, 1)
+    return max(steps_done, min(cap, int(max_minutes * 60 / per_step))) if per_step > 0 else cap
+
+
 def check_resumable(cfg: RunConfig, saved: RunConfig, where) -> None:
     """Refuse to resume a checkpoint with a different model or different stateful settings (STATEFUL_SETTINGS)."""
     if saved.model != cfg.model:
@@ -441,6 +448,21 @@ class Trainer:
                  f"with its share of evaluation)")
         return steps
 
+    def refit_schedule(self, step: int, seconds: float) -> None:
+        """training.schedule_to_budget, once, at the first evaluation: fit the schedule's length again to the
+        budget from the real cost of the steps so far (`seconds` for `step` steps, an evaluation and best/
+        included). Timing a few gradient calls before the first step (`fit_schedule`) misjudges a step by up to
+        about a tenth either way, which would end the schedule before the budget, or leave the rate above zero
+        when the budget stops the run. The new length is checkpointed with the rest of the state."""
+        t = self.cfg.training
+        fitted = steps_for_budget(step, seconds, t.max_minutes, t.max_steps)
+        self.state["max_steps"], self.state["schedule_refitted"] = fitted, True
+        if fitted != self.max_steps:
+            self.log(f"schedule fitted again to {t.max_minutes:g} minutes at step {step}: {fitted:,} steps "
+                     f"(was {self.max_steps:,}; {seconds / step * 1000:.0f} ms per step so far)")
+        self.max_steps = fitted
+        self.warmup_steps = int(round(t.warmup_ratio * self.max_steps))
+
     def apply_gradients(self, loss: float, lr: float) -> tuple[float, float]:
         """After `worker.loss_and_gradients`: sum the ranks' gradients and loss (MPI), adaptive clipping (if on),
         global-norm clipping, the non-finite check, the optimizer step. Returns (loss, grad norm before the
@@ -670,6 +692,10 @@ class Trainer:
                         (bar.write if self.progress else self.log)(
                             f"step {step}: {who}valid masked acc {last_eval['valid_masked_acc']:.4f}, perplexity "
                             f"{last_eval['valid_perplexity']:.1f}{rtd} ({elapsed / 60:.1f} min)")
+                        if (t.schedule_to_budget and not self.state.get("schedule_refitted")
+                                and step % t.eval_every == 0 and step < self.max_steps):
+                            self.refit_schedule(step, time.perf_counter() - t_start)
+                            bar.total = self.max_steps
                     if record is not None:
                         if self.masking is not None:
                             record["mask_prob"] = mask_prob

@@ -15,7 +15,7 @@ from mini_bert.data.readers import load_sst2
 from mini_bert.data.tokenizer import WordPieceTokenizer
 from mini_bert.errors import MiniBertError
 from mini_bert.training.adapt import adapt_to_texts
-from mini_bert.training.trainer import Trainer
+from mini_bert.training.trainer import Trainer, steps_for_budget
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -107,6 +107,35 @@ def test_fitting_measures_steps_without_changing_the_run(tmp_path):
     np.testing.assert_array_equal(trainer.model.store.flat, fresh.model.store.flat)
     assert 1 <= trainer.max_steps < 100000
     assert trainer.stream.state_dict()["position"] == 0
+
+
+def test_steps_for_budget_divides_the_remaining_budget_by_the_measured_step():
+    assert steps_for_budget(100, 30.0, 10.0, 100_000) == 2000        # 0.3 s a step, 600 s
+    assert steps_for_budget(100, 30.0, 10.0, 1500) == 1500           # at most the configured max_steps
+    assert steps_for_budget(100, 700.0, 10.0, 100_000) == 100        # over budget already: end the schedule now
+
+
+def test_the_schedule_is_fitted_again_once_at_the_first_evaluation_and_kept(tmp_path, monkeypatch):
+    """A start-up estimate that is wrong (here: 12 steps for a budget that holds many more) is corrected at the first
+    evaluation from the real steps, once; the new length is checkpointed and a resumed run keeps it."""
+    cfg = _tiny(tmp_path, "training.max_minutes=0.5", "training.schedule_to_budget=true", "training.max_steps=40",
+                "training.eval_every=5", "training.checkpoint_every=5")
+    monkeypatch.setattr(Trainer, "fit_schedule", lambda self: 12)
+    seen, refit = [], Trainer.refit_schedule
+
+    def spy(self, step, seconds):
+        seen.append(step)
+        refit(self, step, seconds)
+    monkeypatch.setattr(Trainer, "refit_schedule", spy)
+    logs = []
+    trainer = Trainer(cfg, log=logs.append, progress=False)
+    summary = trainer.train()
+    assert seen == [5]                                   # once, at the first evaluation
+    assert summary["schedule_refitted"] and summary["max_steps"] == 40 == summary["step"]   # capped by max_steps
+    assert any("fitted again" in line and "40 steps (was 12" in line for line in logs), logs
+    resumed = Trainer(cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": 60})}),
+                      resume=True, log=lambda *a: None, progress=False)
+    assert resumed.max_steps == 40                       # the checkpoint's refitted length
 
 
 def test_schedule_to_budget_without_a_budget_is_refused(tmp_path, capsys):
