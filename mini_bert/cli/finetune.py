@@ -39,7 +39,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--patience", type=count(1), default=PROTOCOL["patience"],
                    help="stop after N dev evaluations without improvement")
     p.add_argument("--layer-lr-decay", type=float, default=PROTOCOL["layer_lr_decay"],
-                   help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (1: off)")
+                   help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (default 0.8; 1: off)")
     p.add_argument("--group-by-length", action=ON_OFF, default=PROTOCOL["group_by_length"],
                    help="batch sentences of similar length together, so batches carry little padding (default: on)")
     p.add_argument("--skip", default="", help="comma-separated arms to leave out: pretrained, random-init, "

@@ -96,6 +96,23 @@ def test_finetuning_loss_decreases_and_best_weights_are_kept(tok):
     assert np.mean(predict_labels(model, seqs) == LABELS) == result["dev_accuracy"]
 
 
+def test_layer_wise_lr_decay_moves_lower_layers_by_decay_powers(tok):
+    """One step of the protocol's layer-wise decay: Adam's first step is the same for every element up to its rate,
+    so the encoder layer moves decay^0 as far, and the embeddings decay^L, as without it; the head as far."""
+    seqs = encode_for_classification(tok, TEXTS, 16)
+    moved = {}
+    for decay in (1.0, 0.5):
+        model = tiny_model(tok.vocab_size, dropout=0.0)
+        start = {k: v.copy() for k, v in model.params.items()}
+        finetune_classifier(model, seqs, LABELS, seqs, LABELS, epochs=1, batch_size=len(seqs), lr=1e-2,
+                            warmup_ratio=0.0, layer_lr_decay=decay, log=None)
+        moved[decay] = {k: np.abs(model.params[k] - start[k]).sum() for k in ("E_token", "W1_0", "W_cls")}
+    assert moved[0.5]["E_token"] == pytest.approx(0.5 * moved[1.0]["E_token"], rel=1e-4)   # embeddings: 0.5^L, L=1
+    assert moved[0.5]["W1_0"] == pytest.approx(moved[1.0]["W1_0"], rel=1e-4)            # the top layer: 0.5^0
+    assert moved[0.5]["W_cls"] == pytest.approx(moved[1.0]["W_cls"], rel=1e-4)          # the head: full rate
+    assert moved[1.0]["E_token"] > 0 and moved[1.0]["W_cls"] > 0
+
+
 def test_early_stopping_stops_after_patience_evaluations(tok):
     model = tiny_model(tok.vocab_size)
     seqs = encode_for_classification(tok, TEXTS, 16)
