@@ -286,8 +286,8 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
     "adapted": task-adaptive MLM on the training sentences (`training/adapt.py`, seed 0; `adapt` holds its other
     settings, such as lr and mask_prob), then the same fine-tuning. `pretrained`, `random_init` and
     `bag_of_words` False leave that arm out (each arm's runs are seeded, so an arm measured before need not run
-    again). `n_jobs` > 1 runs the fine-tunings (seeds x arms) in
-    that many processes, for machines with more cores; the numbers are the same.
+    again). `n_jobs` > 1 runs the fine-tunings (seeds x arms) in that many processes, for machines with more
+    cores; the numbers are the same.
     The model is left with its original weights and config. Returns a JSON-serialisable dict (see the module
     docstring).
     """

@@ -197,8 +197,7 @@ STATEFUL_SETTINGS = (("training", "optimizer"), ("training", "lookahead_k"), ("d
 def steps_for_budget(steps_done: int, seconds: float, max_minutes: float, cap: int) -> int:
     """The schedule length that ends at max_minutes when the steps go on costing what steps_done of them took
     (seconds, evaluations included): at most cap, and never before the steps already taken."""
-    per_step = seconds / max(steps_done, 1)
-    return max(steps_done, min(cap, int(max_minutes * 60 / per_step))) if per_step > 0 else cap
+    return max(steps_done, min(cap, int(max_minutes * 60 * steps_done / seconds)))
 
 
 def check_resumable(cfg: RunConfig, saved: RunConfig, where) -> None:
