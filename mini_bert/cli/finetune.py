@@ -42,6 +42,9 @@ def add_parser(sub, common) -> None:
                    help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (default 0.8; 1: off)")
     p.add_argument("--group-by-length", action=ON_OFF, default=PROTOCOL["group_by_length"],
                    help="batch sentences of similar length together, so batches carry little padding (default: on)")
+    p.add_argument("--raw-text", action=ON_OFF, default=PROTOCOL["raw_text"],
+                   help="spell SST-2's Penn-Treebank tokens back as raw text (do n't -> don't, -lrb- -> \"(\"), as "
+                        "the pretraining corpus writes them (default: on)")
     p.add_argument("--skip", default="", help="comma-separated arms to leave out: pretrained, random-init, "
                                               "bag-of-words (e.g. to add a task-adaptive row to an earlier run)")
     p.add_argument("--jobs", type=count(1), default=1,
@@ -62,7 +65,7 @@ def run(args) -> int:
                                       output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs,
                                       pooling=args.pooling, warmup_ratio=args.warmup_ratio, patience=args.patience,
                                       layer_lr_decay=args.layer_lr_decay, adapt_steps=args.adapt_steps,
-                                      group_by_length=args.group_by_length,
+                                      group_by_length=args.group_by_length, raw_text=args.raw_text,
                                       pretrained="pretrained" not in skip, random_init="random-init" not in skip,
                                       bag_of_words="bag-of-words" not in skip,
                                       train_set=args.train_set)

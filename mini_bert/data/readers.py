@@ -5,11 +5,13 @@ then a checked download).
   load_ptb, load_brown, load_brown_tagged, load_text      -> sentences for pretraining (see data/corpora.py)
   load_conllu, load_ewt                                    -> POS-tagged sentences for probes
   load_sst2                                                -> (sentences, labels) for fine-tuning
+  untokenize_ptb                                           PTB-tokenized text (SST-2's) -> the raw spelling
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +264,23 @@ def _read_glue_tsv(path: Path) -> tuple[list[str], list[int]]:
         labels.append(_label(cols[i_label], path, lineno))
         sentences.append(cols[i_text].strip())
     return sentences, labels
+
+
+# SST-2's sentences are Penn-Treebank tokenized: clitics split off (`do n't`, `it 's`), brackets and quotes
+# escaped (`-lrb-`, ``` `` ```, `''`), slashes and stars backslashed. Pretraining reads raw text, where WordPiece
+# cuts `don't` into `don ' t` but `do n't` into `do n ' t`, and `-lrb-` into five pieces of noise.
+_PTB_ESCAPES = {"-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-rcb-": "}",
+                "``": '"', "''": '"', "\\/": "/", "\\*": "*"}
+_PTB_ESCAPE = re.compile("|".join(re.escape(k) for k in _PTB_ESCAPES), re.IGNORECASE)
+_PTB_CLITIC = re.compile(r"(?<=\w) (n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE)
+
+
+def untokenize_ptb(text: str) -> str:
+    """Penn-Treebank tokenized text back to its raw spelling: `ca n't` -> `can't`, `it 's` -> `it's`,
+    `-lrb-` -> `(`, ``` `` ``` and `''` -> `"`, `\\/` -> `/`. Spaces around punctuation stay (WordPiece splits
+    punctuation off either way)."""
+    text = _PTB_ESCAPE.sub(lambda m: _PTB_ESCAPES[m.group(0).lower()], text)
+    return _PTB_CLITIC.sub(r"\1", text)
 
 
 def load_sst2(split: str = "train", data_dir: str | Path | None = None, fmt: str = "sentences"

@@ -43,7 +43,7 @@ from ..core.model import MiniBERT
 from ..training.adapt import adapt_to_texts
 from ..training.checkpointing import load_model_and_tokenizer
 from ..data.batches import length_grouped_batches, pad_batch
-from ..data.readers import load_sst2
+from ..data.readers import load_sst2, untokenize_ptb
 from ..training.optimizer import AdamW, clip_grad_norm, decay_mask, layer_wise_lr_scales
 from ..training.scheduler import lr_at
 from .linear_models import fit_with_held_out_l2
@@ -52,8 +52,10 @@ HEAD_PARAMETERS = ("W_pool", "b_pool", "W_cls", "b_cls")
 # The fine-tuning protocol: one set of settings, applied identically to the pretrained model and to random init
 # (`minibert finetune-sst2` and `minibert evaluate` use it; each can be overridden).
 # Chosen on dev with the pretrained model's accuracy (docs/RESULTS.md, "The fine-tuning protocol").
+# raw_text: SST-2's Penn-Treebank tokens are spelled back as raw text (`do n't` -> `don't`, `-lrb-` -> `(`,
+# `data/readers.untokenize_ptb`), the spelling the pretraining corpus uses; every arm reads the same text.
 PROTOCOL = {"epochs": 5, "lr": 5e-4, "batch_size": 32, "pooling": "mean", "warmup_ratio": 0.1, "patience": 4,
-            "layer_lr_decay": 0.8, "group_by_length": True}
+            "layer_lr_decay": 0.8, "group_by_length": True, "raw_text": True}
 # ONE_BLAS_THREAD: fine-tuning runs with one BLAS thread. Its matrices are small (a batch of short sentences), so
 # a second thread gains little, and on a shared two-core machine spin-waiting BLAS threads made a training step
 # about 3x slower in wall time (0.8 s against 0.28 s for the base model, batch 32 x 30 tokens).
@@ -407,8 +409,8 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int | None =
                              max_samples: int | None = None, seeds=(0, 1, 2), output=None, model=None, tokenizer=None,
                              log=print, train_set: str = "sentences", **kwargs) -> dict:
     """Load a checkpoint (unless model and tokenizer are given) and SST-2, run `run_sst2` with the fine-tuning
-    PROTOCOL; any of its settings (epochs, lr, batch_size, pooling, warmup_ratio, patience, layer_lr_decay) can be
-    given to override it, for both arms alike.
+    PROTOCOL; any of its settings (epochs, lr, batch_size, pooling, warmup_ratio, patience, layer_lr_decay,
+    group_by_length, raw_text) can be given to override it, for every arm alike.
 
     train_set: "sentences" (the 6,920 training sentences) or "glue" (GLUE's 67,349 training phrases); dev is the
     872 dev sentences either way (GLUE's dev file holds the same sentences).
@@ -417,7 +419,7 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int | None =
     """
     settings = {**PROTOCOL, **({} if epochs is None else {"epochs": epochs}),
                 **{k: kwargs.pop(k) for k in list(kwargs) if k in PROTOCOL}}
-    epochs = settings.pop("epochs")
+    epochs, raw_text = settings.pop("epochs"), settings.pop("raw_text")
     kwargs.update(settings)
     if max_samples is not None and max_samples <= 0:
         raise MiniBertError(f"--max-samples must be a positive number of sentences; got {max_samples} "
@@ -437,13 +439,15 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int | None =
         model, tokenizer = load_model_and_tokenizer(checkpoint_dir)
     train_texts, train_labels = load_sst2("train", data_dir, fmt=train_set)
     dev_texts, dev_labels = load_sst2("dev", data_dir)
+    if raw_text:
+        train_texts, dev_texts = [untokenize_ptb(t) for t in train_texts], [untokenize_ptb(t) for t in dev_texts]
     if max_samples is not None and max_samples < len(train_texts):
         keep = np.sort(np.random.default_rng(0).choice(len(train_texts), size=max_samples, replace=False))
         train_texts, train_labels = [train_texts[i] for i in keep], train_labels[keep]
     result = run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs=epochs,
                       seeds=seeds, log=log, **kwargs)
     result["train_set"] = train_set
-    result["protocol"] = {"epochs": epochs, **settings}
+    result["protocol"] = {"epochs": epochs, **settings, "raw_text": raw_text}
     result["checkpoint"] = str(checkpoint_dir) if checkpoint_dir is not None else None
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
