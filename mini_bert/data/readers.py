@@ -272,7 +272,7 @@ def _read_glue_tsv(path: Path) -> tuple[list[str], list[int]]:
 _PTB_ESCAPES = {"-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-rcb-": "}",
                 "``": '"', "''": '"', "\\/": "/", "\\*": "*"}
 _PTB_ESCAPE = re.compile("|".join(re.escape(k) for k in _PTB_ESCAPES), re.IGNORECASE)
-_PTB_CLITIC = re.compile(r"(?<=\w) (n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE)
+_PTB_CLITIC = re.compile(r"(?<=\S) (n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE)
 
 
 def untokenize_ptb(text: str) -> str:

@@ -11,7 +11,9 @@ runs through the whole encoder, `backward_from_class_logits`) with AdamW (bias-c
 of the steps then linear decay, layer-wise learning-rate decay (layer l of L at 0.8^(L-1-l) of the rate, the
 embeddings at 0.8^L), global-norm clipping, and early stopping on dev accuracy (the best weights are restored at
 the end). Each epoch's batches group sentences of similar length (`length_grouped_batches`), so that
-padding costs little. One PROTOCOL applies to the pretrained model and to random init alike.
+padding costs little. SST-2's sentences are Penn-Treebank tokenized (`do n't`, `-lrb-`); the protocol spells them
+back as raw text (`don't`, `(`), the way the pretraining corpus writes them. One PROTOCOL applies to the
+pretrained model, to random init and to the bag of words alike.
 
 SST-2's test labels are held back, so the dev set (872 sentences) is used both to stop and to report, as in the
 GLUE dev numbers papers quote; the baselines below are chosen the same way, so the comparison stays fair.

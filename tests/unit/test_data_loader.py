@@ -9,7 +9,8 @@ from mini_bert.config import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from mini_bert.data import readers
 from mini_bert.data.batches import Batch, MLMBatches, encode_corpus, fixed_validation_batches, pack_sequences
 from mini_bert.data.corpora import load_corpus
-from mini_bert.data.readers import (DataError, load_brown, load_brown_tagged, load_conllu, load_ewt, load_ptb, load_sst2, load_text)
+from mini_bert.data.readers import (DataError, load_brown, load_brown_tagged, load_conllu, load_ewt, load_ptb, load_sst2, load_text,
+                                    untokenize_ptb)
 from mini_bert.data.sources import data_root
 
 
@@ -255,6 +256,33 @@ def test_load_sst2_real():
     assert len(sents) == 6920 and labels.sum() == 3610
     g_sents, g_labels = load_sst2("train", fmt="glue")
     assert len(g_sents) == 67349 and g_labels.sum() == 37569
+
+
+@pytest.mark.parametrize("ptb, raw", [
+    ("they wo n't sit still , and i ca n't blame them .", "they won't sit still , and i can't blame them ."),
+    ("it 's a -lrb- mostly -rrb- charming film", "it's a ( mostly ) charming film"),
+    ("`` great '' -LRB- sic -RRB- -lsb- x -rsb-", '" great " ( sic ) [ x ]'),
+    ("a comedy\\/drama , 2 1\\/2 stars \\*", "a comedy/drama , 2 1/2 stars *"),
+    ("i 'm sure they 'd 've liked it , you 're right , we 'll see", "i'm sure they'd've liked it , you're right , we'll see"),
+])
+def test_untokenize_ptb_spells_treebank_tokens_as_raw_text(ptb, raw):
+    assert untokenize_ptb(ptb) == raw
+    assert untokenize_ptb(raw) == raw                   # raw text passes through unchanged
+
+
+def test_untokenize_ptb_leaves_quotes_and_odd_clitics_alone():
+    for text in ("the band ' s name", "rock 'n' roll", "spears ' ex", "'til death", "n't at the start"):
+        assert untokenize_ptb(text) == text
+
+
+def test_untokenize_ptb_on_real_sst2():
+    real_data()
+    for fmt in ("sentences", "glue"):
+        sents = [untokenize_ptb(s) for s in load_sst2("train", fmt=fmt)[0]]
+        text = "\n".join(sents)
+        for token in ("-lrb-", "-rrb-", "``", "''", " n't", " 's ", "\\/"):
+            assert token not in text, (fmt, token)
+        assert sum("n't" in s for s in sents) > (400 if fmt == "sentences" else 2000)
 
 
 # ================================================================================================================
