@@ -44,7 +44,7 @@ def add_parser(sub, common) -> None:
                    help="batch sentences of similar length together, so batches carry little padding (default: on)")
     p.add_argument("--raw-text", action=ON_OFF, default=PROTOCOL["raw_text"],
                    help="spell SST-2's Penn-Treebank tokens back as raw text (do n't -> don't, -lrb- -> \"(\"), as "
-                        "the pretraining corpus writes them (default: on)")
+                        "the pretraining corpus writes them (default: off, the text as distributed)")
     p.add_argument("--skip", default="", help="comma-separated arms to leave out: pretrained, random-init, "
                                               "bag-of-words (e.g. to add a task-adaptive row to an earlier run)")
     p.add_argument("--jobs", type=count(1), default=1,

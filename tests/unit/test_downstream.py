@@ -201,8 +201,8 @@ def test_bad_sst2_label_is_caught_by_the_loader(tmp_path, tok):
 
 
 def test_protocol_spells_treebank_tokens_as_raw_text_for_every_arm(tmp_path, tok, monkeypatch):
-    """raw_text (the protocol's default) hands the tokenizer `don't` where SST-2's file says `do n't`, for train and
-    dev and for the bag of words alike; raw_text=False hands it the file's text. The JSON records the setting."""
+    """raw_text=True hands the tokenizer `don't` where SST-2's file says `do n't`, for train and dev and for the bag
+    of words alike; the protocol's default hands it the file's text. The JSON records the setting."""
     (tmp_path / "sst2").mkdir()
     (tmp_path / "sst2" / "stsa.binary.train").write_text("1 i do n't hate it -lrb- at all -rrb-\n0 it 's dull\n")
     (tmp_path / "sst2" / "stsa.binary.dev").write_text("0 i ca n't stand it\n")
@@ -221,13 +221,13 @@ def test_protocol_spells_treebank_tokens_as_raw_text_for_every_arm(tmp_path, tok
     monkeypatch.setattr("mini_bert.evaluation.downstream.bag_of_words_baseline",
                         lambda train, y_train, dev, y_dev: bow_seen.extend(train + dev) or {"dev_accuracy": 0.5})
     for raw, expected in ((True, ["i don't hate it ( at all )", "it's dull", "i can't stand it"]),
-                          (False, ["i do n't hate it -lrb- at all -rrb-", "it 's dull", "i ca n't stand it"])):
+                          (None, ["i do n't hate it -lrb- at all -rrb-", "it 's dull", "i ca n't stand it"])):
         spy, bow_seen[:] = Spy(), []
         finetune_sst2_checkpoint(None, data_dir=tmp_path, model=tiny_model(tok.vocab_size), tokenizer=spy,
-                                          log=None, epochs=1, seeds=(0,), random_init=False, raw_text=raw,
-                                          output=tmp_path / "r.json")
+                                 log=None, epochs=1, seeds=(0,), random_init=False, output=tmp_path / "r.json",
+                                 **({} if raw is None else {"raw_text": raw}))
         assert spy.seen == expected and bow_seen == expected
-        assert json.loads((tmp_path / "r.json").read_text())["protocol"]["raw_text"] is raw
+        assert json.loads((tmp_path / "r.json").read_text())["protocol"]["raw_text"] is bool(raw)
 
 
 def test_checkpoint_without_tokenizer_is_a_clear_error(tmp_path, tok, capsys):
