@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from ..errors import DataError
@@ -242,6 +243,10 @@ class WordPieceTokenizer:
     def vocab(self) -> list[str]:
         """The tokens in id order (a copy)."""
         return list(self._vocab)
+
+    def continuation_mask(self) -> np.ndarray:
+        """(V,) bool: True for the pieces that continue a word (`##...`), as whole-word masking needs them."""
+        return np.array([t.startswith(CONTINUATION) for t in self._vocab])
 
     # -- encoding -------------------------------------------------------------------------------------------------
 

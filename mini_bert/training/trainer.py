@@ -37,7 +37,6 @@ import numpy as np
 
 from ..config import RunConfig
 from ..core.model import MiniBERT
-from ..data.tokenizer import CONTINUATION
 from ..errors import CheckpointError, ConfigError, DataError
 from .advanced_optimizers import AdaptiveGradientClipper, Lion, Lookahead
 from ..data.sources import atomic_write_text, check_output_path
@@ -151,7 +150,7 @@ def masking_options(cfg: RunConfig, tokenizer) -> dict:
     d = cfg.data
     options = {"mask_fraction": d.mask_fraction, "random_fraction": d.random_fraction}
     if d.masking == "whole_word":
-        options["continuation"] = np.array([t.startswith(CONTINUATION) for t in tokenizer.vocab])
+        options["continuation"] = tokenizer.continuation_mask()
     return options
 
 

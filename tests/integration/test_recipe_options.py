@@ -168,6 +168,34 @@ def test_task_adaptive_mlm_lowers_the_masked_loss_on_the_task_text(sst2_tiny):
     assert adapt_to_texts(model, tok, texts, steps=0, log=None) == {"steps": 0}
 
 
+def test_task_adaptive_mlm_with_whole_word_masking_masks_whole_words(sst2_tiny, monkeypatch):
+    """whole_word=True: every batch the adaptation trains on masks all of a word's pieces or none of them."""
+    texts, tok, model = sst2_tiny
+    from mini_bert.training import step
+
+    seen = []
+    real = step.GradientWorker.loss_and_gradients
+    monkeypatch.setattr(step.GradientWorker, "loss_and_gradients",
+                        lambda self, batch: seen.append(batch) or real(self, batch))
+    saved = model.store.flat.copy()
+    result = adapt_to_texts(model, tok, texts, steps=3, batch_size=16, threads=1, whole_word=True, log=None)
+    model.store.flat[...] = saved
+    assert result["whole_word"] is True and len(seen) == 3
+    continuation = tok.continuation_mask()
+    assert continuation.sum() > 0 and not continuation[:5].any()       # some ## pieces; no special token
+    split_words = 0
+    for batch in seen:
+        starts = ~continuation[batch.target_ids]
+        starts[:, 1] = True                  # a row cut inside a word starts with its pieces, right after [CLS]
+        word = np.cumsum(starts, axis=1)                                  # the word each position belongs to
+        for b in range(len(word)):
+            for w in np.unique(word[b][~starts[b]]):
+                pieces = batch.mask_positions[b][word[b] == w]
+                split_words += 1
+                assert pieces.all() or not pieces.any(), "a word was masked only in part"
+    assert split_words > 50                  # the check saw many words of several pieces
+
+
 def test_finetune_refuses_negative_adapt_steps_before_loading_anything(tmp_path, capsys):
     out = tmp_path / "r.json"
     with pytest.raises(SystemExit) as exit_:           # argparse's usage error: the flag's value is out of range
