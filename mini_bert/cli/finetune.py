@@ -31,7 +31,8 @@ def add_parser(sub, common) -> None:
                    help="what the classifier pools: h_[CLS] or the mean of the tokens")
     p.add_argument("--adapt-steps", type=count(0), default=0,
                    help="first continue masked-LM training on the training sentences for N steps (task-adaptive "
-                        "pretraining), reported as its own row (default 0: off)")
+                        "pretraining, masking whole words or single tokens as the checkpoint's pretraining did), "
+                        "reported as its own row (default 0: off)")
     p.add_argument("--train-set", choices=("sentences", "glue"), default="sentences",
                    help="fine-tune on the 6,920 SST-2 sentences or on GLUE's 67,349 phrases (dev: the same 872)")
     p.add_argument("--warmup-ratio", type=float, default=PROTOCOL["warmup_ratio"],

@@ -43,7 +43,7 @@ from ..errors import MiniBertError
 from ..core.gradients import MiniBERTGradients
 from ..core.model import MiniBERT
 from ..training.adapt import adapt_to_texts
-from ..training.checkpointing import load_model_and_tokenizer
+from ..training.checkpointing import load_checkpoint
 from ..data.batches import length_grouped_batches, pad_batch
 from ..data.readers import load_sst2, untokenize_ptb
 from ..training.optimizer import AdamW, clip_grad_norm, decay_mask, layer_wise_lr_scales
@@ -419,6 +419,8 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int | None =
     872 dev sentences either way (GLUE's dev file holds the same sentences).
 
     max_samples caps the training sentences (a random subset fixed by seed 0); dev is always all 872 sentences.
+    Task-adaptive MLM (adapt_steps > 0) on a loaded checkpoint masks as its pretraining did: whole words when its
+    data.masking is whole_word, single tokens otherwise (an `adapt` dict with whole_word overrides it).
     """
     settings = {**PROTOCOL, **({} if epochs is None else {"epochs": epochs}),
                 **{k: kwargs.pop(k) for k in list(kwargs) if k in PROTOCOL}}
@@ -439,7 +441,10 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int | None =
     if kwargs.get("n_jobs", 1) < 1:
         raise MiniBertError(f"--jobs must be >= 1 (the number of fine-tuning processes); got {kwargs['n_jobs']}")
     if model is None or tokenizer is None:
-        model, tokenizer = load_model_and_tokenizer(checkpoint_dir)
+        ck = load_checkpoint(checkpoint_dir, need_tokenizer=True)
+        model, tokenizer = ck.model, ck.tokenizer
+        if kwargs.get("adapt_steps", 0):      # task-adaptive MLM continues with the masking the model was trained on
+            kwargs["adapt"] = {"whole_word": ck.config.data.masking == "whole_word", **(kwargs.get("adapt") or {})}
     train_texts, train_labels = load_sst2("train", data_dir, fmt=train_set)
     dev_texts, dev_labels = load_sst2("dev", data_dir)
     if raw_text:

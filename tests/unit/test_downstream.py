@@ -230,6 +230,27 @@ def test_protocol_spells_treebank_tokens_as_raw_text_for_every_arm(tmp_path, tok
         assert json.loads((tmp_path / "r.json").read_text())["protocol"]["raw_text"] is bool(raw)
 
 
+def test_task_adaptive_mlm_masks_as_the_checkpoint_was_pretrained(tmp_path, tok):
+    """A checkpoint pretrained with data.masking=whole_word adapts with whole-word masks, a token-level one with
+    token masks; an explicit adapt setting wins over the checkpoint's."""
+    from mini_bert.training.checkpointing import save_checkpoint
+
+    (tmp_path / "sst2").mkdir()
+    for split in ("train", "dev"):
+        (tmp_path / "sst2" / f"stsa.binary.{split}").write_text(
+            "".join(f"{y} {t}\n" for t, y in zip(TEXTS, LABELS)))
+    kwargs = dict(data_dir=tmp_path, epochs=1, seeds=(0,), log=None, adapt_steps=2, pretrained=False,
+                  random_init=False, bag_of_words=False, batch_size=4)
+    for masking in ("whole_word", "token"):
+        model = tiny_model(tok.vocab_size)
+        cfg = RunConfig.model_validate({"model": model.config.model_dump(), "data": {"masking": masking}})
+        save_checkpoint(tmp_path / masking, cfg, model, tok)
+        result = finetune_sst2_checkpoint(tmp_path / masking, **kwargs)
+        assert result["adaptation"]["whole_word"] is (masking == "whole_word")
+    forced = finetune_sst2_checkpoint(tmp_path / "whole_word", adapt={"whole_word": False}, **kwargs)
+    assert forced["adaptation"]["whole_word"] is False
+
+
 def test_checkpoint_without_tokenizer_is_a_clear_error(tmp_path, tok, capsys):
     from mini_bert.cli import main
     from mini_bert.training.checkpointing import save_checkpoint
