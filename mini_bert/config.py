@@ -136,7 +136,7 @@ class DataConfig(_Strict):
     tokenizer: str | None = None        # an existing vocab.txt or folder; None trains WordPiece on the corpus
     max_seq_len: int = Field(64, ge=8)
     mask_prob: float = Field(0.2, gt=0.0, lt=1.0)   # 20% (BERT: 15%): better masked LM, POS and SST-2 (RESULTS.md)
-    # select whole words (all of a word's pieces together: SST-2 and POS gain, RESULTS.md) or single tokens
+    # select whole words (all of a word's pieces together: SST-2 gains, POS level; RESULTS.md) or single tokens
     masking: Literal["token", "whole_word"] = "whole_word"
     mask_fraction: float = Field(0.8, ge=0.0, le=1.0)    # of the selected positions: share that becomes [MASK]
     random_fraction: float = Field(0.1, ge=0.0, le=1.0)  # ... and share that becomes a random token (rest: kept)
