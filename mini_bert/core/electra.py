@@ -130,6 +130,12 @@ class Electra:
         first.rebind(whole.flat[:n1])
         second.rebind(whole.flat[n1:n1 + n2])
 
+    def model_slices(self, flat: np.ndarray) -> dict[str, list[np.ndarray]]:
+        """Views of a buffer laid out like `store.flat`, model by model: "discriminator" (its tensors and the head's,
+        which it alone trains) and "generator". Together they cover the buffer once."""
+        n1, n2 = self.discriminator.store.flat.size, self.generator.store.flat.size
+        return {"discriminator": [flat[:n1], flat[n1 + n2:]], "generator": [flat[n1:n1 + n2]]}
+
     @property
     def params(self) -> dict[str, np.ndarray]:
         """Every trained tensor: the discriminator's names, generator.<name>, rtd_w, rtd_b."""

@@ -69,6 +69,21 @@ def clip_grad_norm(grads_flat: np.ndarray, max_norm: float) -> float:
     return norm
 
 
+def clip_grad_norm_groups(groups: dict[str, list[np.ndarray]], max_norm: float) -> dict[str, float]:
+    """`clip_grad_norm` for each group on its own: every group (a name -> views into the gradient buffer, which
+    together may cover several slices) is scaled in place so that its L2 norm is at most max_norm, whatever the other
+    groups' norms. Returns each group's norm before. A model trained beside another (ELECTRA's generator and
+    discriminator) keeps its own step size this way, where one global norm lets the larger gradient shrink both."""
+    norms = {}
+    for name, views in groups.items():
+        norm = float(np.sqrt(sum(float(np.dot(v, v)) for v in views)))
+        if max_norm > 0 and norm > max_norm:
+            for v in views:
+                v *= v.dtype.type(max_norm / (norm + 1e-6))
+        norms[name] = norm
+    return norms
+
+
 def check_buffers(name: str, params_flat: np.ndarray, mask: np.ndarray) -> None:
     """An optimizer works on the flat parameter buffer with a decay mask aligned to it; say so clearly if not."""
     if params_flat.ndim != 1:

@@ -43,7 +43,7 @@ from ..data.sources import atomic_write_text, check_output_path
 from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, restore_replaced, rng_state,
                             save_checkpoint, set_rng_state)
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
-from .optimizer import AdamW, clip_grad_norm, layer_wise_lr_scales, decay_mask
+from .optimizer import AdamW, clip_grad_norm, clip_grad_norm_groups, layer_wise_lr_scales, decay_mask
 from .scheduler import lr_at
 from .device import resolve_device
 from .distributed import detect_world
@@ -390,6 +390,7 @@ class Trainer:
         self.agc = (AdaptiveGradientClipper(self.model.store.flat, self.model.store, clip=t.agc_clip)
                     if t.agc_clip > 0 else None)
         self.masking = adaptive_masking(cfg)
+        self.group_norms: dict[str, float] = {}      # apply_gradients: each model's norm before a per-model clip
         self.max_steps = t.max_steps                # the schedule's length
         if t.schedule_to_budget:                    # fitted once, then checkpointed
             if "max_steps" not in self.state:
@@ -463,14 +464,21 @@ class Trainer:
 
     def apply_gradients(self, loss: float, lr: float) -> tuple[float, float]:
         """After `worker.loss_and_gradients`: sum the ranks' gradients and loss (MPI), adaptive clipping (if on),
-        global-norm clipping, the non-finite check, the optimizer step. Returns (loss, grad norm before the
-        global-norm clip)."""
+        global-norm clipping (ELECTRA with training.electra_clip=per_model: the generator and the discriminator
+        each to grad_clip), the non-finite check, the optimizer step. Returns (loss, the global grad norm before
+        clipping)."""
         loss = self.world.reduce(loss)                          # MPI: the one Allreduce of gradients and loss
         g = self.worker.grads
         if self.agc is not None:
             # unit-wise first: it bounds each unit's step relative to its weights, whatever the loss scale
             self.agc(g.flat)
-        norm = clip_grad_norm(g.flat, self.cfg.training.grad_clip)
+        t = self.cfg.training
+        if self.electra and t.electra_clip == "per_model":
+            norms = clip_grad_norm_groups(self.model.model_slices(g.flat), t.grad_clip)
+            self.group_norms = {f"{name}_grad_norm": n for name, n in norms.items()}
+            norm = math.sqrt(sum(n * n for n in norms.values()))          # the global norm before clipping
+        else:
+            norm = clip_grad_norm(g.flat, t.grad_clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             # a non-finite parameter is the cause when there is one; else name the first gradient that overflowed
             bad_param = first_nonfinite(self.model.params.items())
@@ -668,6 +676,7 @@ class Trainer:
                                         tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
                         window_loss, window_tokens, window_steps, window_t0 = 0.0, 0, 0, time.perf_counter()
                         record.update(self.worker.last_stats)    # ELECTRA: the last step's replaced-token figures
+                        record.update(self.group_norms)          # ELECTRA, per-model clip: each model's norm
                         if self.agc is not None:
                             record["agc_clipped"] = self.agc.last_fraction   # fraction of units clipped
                         if self.masking is not None:

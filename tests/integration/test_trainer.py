@@ -204,6 +204,9 @@ def test_electra_trains_both_models_saves_a_plain_discriminator_and_resumes_exac
     rows = metrics(run)
     assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
     assert all(0.0 <= r["rtd_acc"] <= 1.0 and 0.0 < r["replaced_fraction"] < 0.5 for r in rows)
+    # the per-model clip (the default) logs each model's norm; together they make the global norm
+    assert all(np.hypot(r["generator_grad_norm"], r["discriminator_grad_norm"]) == pytest.approx(r["grad_norm"])
+               for r in rows)
     evals = [r for r in rows if "valid_rtd_acc" in r]
     assert evals and all(r["valid_loss"] > r["valid_generator_loss"] for r in evals)
     final = load_checkpoint(latest_checkpoint(run))
@@ -222,6 +225,33 @@ def test_electra_trains_both_models_saves_a_plain_discriminator_and_resumes_exac
     assert np.array_equal(resumed.model.store.flat, final.model.store.flat)
     assert all(np.array_equal(resumed.auxiliary[k], v) for k, v in final.auxiliary.items())
     assert np.array_equal(resumed.optimizer_state["v"], final.optimizer_state["v"])
+
+
+@pytest.mark.parametrize("mode", ["per_model", "global"])
+def test_electra_clip_bounds_each_model_or_both_together(corpus, tmp_path, mode):
+    """training.electra_clip: per_model scales the generator's and the discriminator's gradients to grad_clip each,
+    so a large discriminator gradient leaves a small generator gradient as it is; global scales both by one factor."""
+    cfg = load_config(None, [*tiny(corpus, tmp_path / "run"), "training.objective=electra",
+                             "training.generator_width=0.5", f"training.electra_clip={mode}", "training.grad_clip=1"])
+    trainer = Trainer(cfg, progress=False, log=lambda *a: None)
+    g = trainer.worker.grads.flat
+    g[...] = np.random.default_rng(0).normal(size=g.size)
+    parts = trainer.model.model_slices(g)
+    norm_of = lambda views: float(np.sqrt(sum(float(v @ v) for v in views)))      # noqa: E731
+    for name, target in (("generator", 0.25), ("discriminator", 40.0)):     # under the bound; far over it
+        scale = target / norm_of(parts[name])
+        for v in parts[name]:
+            v *= scale
+    generator_before = np.concatenate(parts["generator"])
+    _, norm = trainer.apply_gradients(1.0, lr=0.0)
+    trainer.worker.close()
+    assert norm == pytest.approx(np.hypot(0.25, 40.0), rel=1e-5)     # the norm before clipping, either way
+    if mode == "per_model":
+        assert norm_of(parts["discriminator"]) == pytest.approx(1.0, rel=1e-5)
+        assert np.array_equal(np.concatenate(parts["generator"]), generator_before)
+    else:
+        assert np.hypot(norm_of(parts["discriminator"]), norm_of(parts["generator"])) == pytest.approx(1.0, rel=1e-5)
+        assert norm_of(parts["generator"]) == pytest.approx(0.25 / np.hypot(0.25, 40.0), rel=1e-4)
 
 
 def test_electra_refuses_settings_it_does_not_support(corpus, tmp_path, capsys):

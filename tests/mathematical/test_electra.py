@@ -143,3 +143,39 @@ def test_the_discriminator_learns_more_than_the_base_rate():
             losses.append(stats["discriminator_loss"])
             entropies.append(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
     assert np.mean(losses) < 0.85 * np.mean(entropies), (np.mean(losses), np.mean(entropies))
+
+
+def test_model_slices_cover_the_buffer_once_model_by_model():
+    model = _tiny_electra()
+    marks = np.zeros(model.store.flat.size)
+    parts = model.model_slices(marks)
+    for i, name in enumerate(("discriminator", "generator"), start=1):
+        for v in parts[name]:
+            v += i
+    assert np.all((marks == 1) | (marks == 2))                 # every element in exactly one model
+    S = model.store.slices
+    assert np.all(marks[S["W_QKV_0"]] == 1) and np.all(marks[S["rtd_w"]] == 1) and np.all(marks[S["rtd_b"]] == 1)
+    assert np.all(marks[S["generator.W_QKV_0"]] == 2) and np.all(marks[S["generator.E_token"]] == 2)
+
+
+def test_per_model_clip_bounds_each_model_and_leaves_a_small_one_alone():
+    from mini_bert.training.optimizer import clip_grad_norm, clip_grad_norm_groups
+    model = _tiny_electra()
+    g = np.random.default_rng(3).normal(size=model.store.flat.size)
+    parts = model.model_slices(g)
+    for v in parts["discriminator"]:
+        v *= 50.0                                             # the weighted discriminator dominates
+    for v in parts["generator"]:
+        v *= 0.5 / np.sqrt(sum(float(v @ v) for v in parts["generator"]))     # norm 0.5: under the bound
+    gen_before = np.concatenate(parts["generator"]).copy()
+    disc_norm = np.sqrt(sum(float(v @ v) for v in parts["discriminator"]))
+
+    global_clip = g.copy()
+    clip_grad_norm(global_clip, 1.0)                          # one norm: the generator shrinks with the other
+    assert np.linalg.norm(model.model_slices(global_clip)["generator"][0]) < 0.01
+
+    norms = clip_grad_norm_groups(parts, 1.0)
+    assert abs(norms["generator"] - 0.5) < 1e-12 and abs(norms["discriminator"] - disc_norm) < 1e-9
+    assert np.array_equal(np.concatenate(parts["generator"]), gen_before)   # under the bound: untouched
+    after = np.sqrt(sum(float(v @ v) for v in parts["discriminator"]))
+    assert abs(after - 1.0) < 1e-5                             # over it: scaled to the bound
