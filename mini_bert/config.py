@@ -177,7 +177,8 @@ class TrainingConfig(_Strict):
     max_steps: int = Field(6500, ge=1)                  # the schedule's length (~40 min on 2 cores)
     max_minutes: float | None = Field(None, gt=0.0)     # also stop after this much wall time
     # with max_minutes: time a few steps at start-up and shorten the schedule (at most max_steps) so that warmup
-    # and decay end exactly when max_minutes does; the length chosen is checkpointed, so resume stays exact
+    # and decay end when max_minutes does; at each evaluation the length is fitted again from the real steps, the
+    # decay going on from where it was. Length and anchor are checkpointed: a resume goes on along the same curve
     schedule_to_budget: bool = False
     eval_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(500, ge=1)

@@ -44,7 +44,7 @@ from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoint
                             save_checkpoint, set_rng_state)
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
 from .optimizer import AdamW, clip_grad_norm, clip_grad_norm_groups, layer_wise_lr_scales, decay_mask
-from .scheduler import lr_at
+from .scheduler import decay_progress, lr_at
 from .device import resolve_device
 from .distributed import detect_world
 from .electra import ElectraWorker, build_electra, check_electra
@@ -392,11 +392,15 @@ class Trainer:
         self.masking = adaptive_masking(cfg)
         self.group_norms: dict[str, float] = {}      # apply_gradients: each model's norm before a per-model clip
         self.max_steps = t.max_steps                # the schedule's length
-        if t.schedule_to_budget:                    # fitted once, then checkpointed
+        self.decay_from = None                      # lr_at's decay anchor, once the length has been fitted again
+        if t.schedule_to_budget:                    # fitted at start-up, again at each evaluation; checkpointed
             if "max_steps" not in self.state:
                 self.state["max_steps"] = self.fit_schedule()
             self.max_steps = self.state["max_steps"]
-        self.warmup_steps = int(round(t.warmup_ratio * self.max_steps))
+            self.decay_from = tuple(self.state["decay_from"]) if "decay_from" in self.state else None
+        self.warmup_steps = self.state.get("warmup_steps", int(round(t.warmup_ratio * self.max_steps)))
+        if t.schedule_to_budget:
+            self.state["warmup_steps"] = self.warmup_steps      # fixed from start-up: a refit moves only the end
         if resume:
             if ck.optimizer_state is None:
                 raise CheckpointError(f"{existing} has no optimizer state; it cannot be resumed exactly")
@@ -448,19 +452,25 @@ class Trainer:
         return steps
 
     def refit_schedule(self, step: int, seconds: float) -> None:
-        """training.schedule_to_budget, once, at the first evaluation: fit the schedule's length again to the
-        budget from the real cost of the steps so far (`seconds` for `step` steps, an evaluation and best/
-        included). Timing a few gradient calls before the first step (`fit_schedule`) misjudges a step by up to
-        about a tenth either way, which would end the schedule before the budget, or leave the rate above zero
-        when the budget stops the run. The new length is checkpointed with the rest of the state."""
+        """training.schedule_to_budget, at every evaluation: fit the schedule's length again to the budget from the
+        real cost of the steps so far (`seconds` for `step` steps, evaluations and best/ included). Timing a few
+        gradient calls before the first step (`fit_schedule`) misjudges a step by up to about a tenth either way,
+        and a step's cost drifts during a run, which would end the schedule before the budget, or leave the rate
+        above zero when the budget stops the run. The decay goes on from the progress it had reached at `step`
+        (lr_at's decay_from), so the rate never jumps; warmup keeps its start-up length. The new length and the
+        anchor are checkpointed with the rest of the state."""
         t = self.cfg.training
         fitted = steps_for_budget(step, seconds, t.max_minutes, t.max_steps)
-        self.state["max_steps"], self.state["schedule_refitted"] = fitted, True
+        first = not self.state.get("schedule_refitted")
         if fitted != self.max_steps:
-            self.log(f"schedule fitted again to {t.max_minutes:g} minutes at step {step}: {fitted:,} steps "
-                     f"(was {self.max_steps:,}; {seconds / step * 1000:.0f} ms per step so far)")
+            anchor = max(step, self.warmup_steps)
+            self.decay_from = (anchor, decay_progress(anchor, self.warmup_steps, self.max_steps, self.decay_from))
+            self.state["decay_from"] = list(self.decay_from)
+            if first or abs(fitted - self.max_steps) >= 0.01 * self.max_steps:
+                self.log(f"schedule fitted again to {t.max_minutes:g} minutes at step {step}: {fitted:,} steps "
+                         f"(was {self.max_steps:,}; {seconds / step * 1000:.0f} ms per step so far)")
+        self.state["max_steps"], self.state["schedule_refitted"] = fitted, True
         self.max_steps = fitted
-        self.warmup_steps = int(round(t.warmup_ratio * self.max_steps))
 
     def apply_gradients(self, loss: float, lr: float) -> tuple[float, float]:
         """After `worker.loss_and_gradients`: sum the ranks' gradients and loss (MPI), adaptive clipping (if on),
@@ -652,7 +662,8 @@ class Trainer:
             with limits:
                 while self.state["step"] < self.max_steps:
                     step = self.state["step"]
-                    lr = lr_at(step, t.lr, self.warmup_steps, self.max_steps, t.schedule, t.min_lr_ratio)
+                    lr = lr_at(step, t.lr, self.warmup_steps, self.max_steps, t.schedule, t.min_lr_ratio,
+                               self.decay_from)
                     mask_prob = self.stream.mask_prob     # the rate this batch was masked with
                     batch = self.stream.next_batch()
                     part, n_total = self.world.shard(batch)      # this rank's rows (all of them in one process)
@@ -699,8 +710,7 @@ class Trainer:
                         (bar.write if self.progress else self.log)(
                             f"step {step}: {who}valid masked acc {last_eval['valid_masked_acc']:.4f}, perplexity "
                             f"{last_eval['valid_perplexity']:.1f}{rtd} ({elapsed / 60:.1f} min)")
-                        if (t.schedule_to_budget and not self.state.get("schedule_refitted")
-                                and step % t.eval_every == 0 and step < self.max_steps):
+                        if t.schedule_to_budget and step % t.eval_every == 0 and step < self.max_steps:
                             self.refit_schedule(step, time.perf_counter() - t_start)
                             bar.total = self.max_steps
                     if record is not None:

@@ -115,9 +115,10 @@ def test_steps_for_budget_divides_the_remaining_budget_by_the_measured_step():
     assert steps_for_budget(100, 700.0, 10.0, 100_000) == 100        # over budget already: end the schedule now
 
 
-def test_the_schedule_is_fitted_again_once_at_the_first_evaluation_and_kept(tmp_path, monkeypatch):
+def test_the_schedule_is_fitted_again_at_every_evaluation_and_kept(tmp_path, monkeypatch):
     """A start-up estimate that is wrong (here: 12 steps for a budget that holds many more) is corrected at the first
-    evaluation from the real steps, once; the new length is checkpointed and a resumed run keeps it."""
+    evaluation from the real steps, and again at every later one; the length is checkpointed and a resumed run keeps
+    it."""
     cfg = _tiny(tmp_path, "training.max_minutes=0.5", "training.schedule_to_budget=true", "training.max_steps=40",
                 "training.eval_every=5", "training.checkpoint_every=5")
     monkeypatch.setattr(Trainer, "fit_schedule", lambda self: 12)
@@ -130,12 +131,52 @@ def test_the_schedule_is_fitted_again_once_at_the_first_evaluation_and_kept(tmp_
     logs = []
     trainer = Trainer(cfg, log=logs.append, progress=False)
     summary = trainer.train()
-    assert seen == [5]                                   # once, at the first evaluation
+    assert seen == [5, 10, 15, 20, 25, 30, 35]           # every evaluation before the last step
     assert summary["schedule_refitted"] and summary["max_steps"] == 40 == summary["step"]   # capped by max_steps
-    assert any("fitted again" in line and "40 steps (was 12" in line for line in logs), logs
+    assert sum("fitted again" in line for line in logs) == 1, logs        # logged when the length moved
+    assert any("40 steps (was 12" in line for line in logs), logs
     resumed = Trainer(cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": 60})}),
                       resume=True, log=lambda *a: None, progress=False)
     assert resumed.max_steps == 40                       # the checkpoint's refitted length
+
+
+def test_refits_keep_the_rate_continuous_and_a_resume_follows_the_same_curve(tmp_path, monkeypatch):
+    """The budget's estimate moves (30 steps, then 24 from step 15 on): the rate never jumps, reaches 0 on the last
+    step, and a run resumed from step 10 repeats every rate and loss of the uninterrupted run."""
+    import json
+    import shutil
+
+    from mini_bert.training import trainer as trainer_module
+    from mini_bert.training.checkpointing import list_step_checkpoints
+
+    cfg = _tiny(tmp_path, "training.max_minutes=5", "training.schedule_to_budget=true", "training.max_steps=100",
+                "training.eval_every=5", "training.checkpoint_every=5", "training.log_every=1",
+                "training.keep_last=10", "training.warmup_ratio=0.1")
+    monkeypatch.setattr(Trainer, "fit_schedule", lambda self: 40)
+    monkeypatch.setattr(trainer_module, "steps_for_budget", lambda done, seconds, minutes, cap: 30 if done < 15 else 24)
+    summary = Trainer(cfg, log=lambda *a: None, progress=False).train()
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if "train_loss" in r]
+    assert summary["step"] == 24 == len(lrs)
+    peak = cfg.training.lr
+    assert max(lrs) == pytest.approx(peak)
+    decay = lrs[4:]                                              # warmup: 4 steps (10% of the start-up 40)
+    steps = [a - b for a, b in zip(decay, decay[1:])]
+    assert all(d >= 0 for d in steps) and max(steps) < 0.1 * peak     # falling, no jump
+    assert decay[-1] == pytest.approx(decay[-2] - decay[-1])          # one more step would reach 0: on time
+
+    again = tmp_path / "again"
+    shutil.copytree(run, again)
+    for p in list_step_checkpoints(again):
+        if int(p.name[5:]) > 10:
+            shutil.rmtree(p)
+    shutil.rmtree(again / "best")
+    resumed_cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"output_dir": str(again)})})
+    Trainer(resumed_cfg, resume=True, log=lambda *a: None, progress=False).train()
+    rows_again = [json.loads(line) for line in (again / "metrics.jsonl").read_text().splitlines()]
+    curve = lambda rs: [(r["step"], r["lr"], r["train_loss"]) for r in rs if "train_loss" in r]     # noqa: E731
+    assert curve(rows_again) == curve(rows)
 
 
 def test_schedule_to_budget_without_a_budget_is_refused(tmp_path, capsys):
