@@ -187,6 +187,9 @@ class TrainingConfig(_Strict):
     log_every: int = Field(10, ge=1)
     seed: int = 0
     output_dir: str = "runs/default"
+    # start a new run (step 0, fresh optimizer and schedule) from the weights and vocabulary of a checkpoint or run
+    # folder whose model settings are these: a second stage of pretraining, e.g. objective=electra after masked LM
+    init_from: str | None = None
     threads: int = Field(2, ge=1)                       # the batch is split across this many threads
     device: Literal["cpu", "cuda"] = "cpu"              # cuda: CuPy on a GPU (pip install 'mini-bert[gpu]')
     analysis_every: int = Field(0, ge=0)                # 0: no in-training analysis (costs nothing)

@@ -40,8 +40,8 @@ from ..core.model import MiniBERT
 from ..errors import CheckpointError, ConfigError, DataError
 from .advanced_optimizers import AdaptiveGradientClipper, Lion, Lookahead
 from ..data.sources import atomic_write_text, check_output_path
-from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, restore_replaced, rng_state,
-                            save_checkpoint, set_rng_state)
+from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, resolve_checkpoint_dir,
+                            restore_replaced, rng_state, save_checkpoint, set_rng_state)
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
 from .optimizer import AdamW, clip_grad_norm, clip_grad_norm_groups, layer_wise_lr_scales, decay_mask
 from .scheduler import decay_progress, lr_at
@@ -199,6 +199,23 @@ def steps_for_budget(steps_done: int, seconds: float, max_minutes: float, cap: i
     return max(steps_done, min(cap, int(max_minutes * 60 * steps_done / seconds)))
 
 
+def initial_weights(cfg: RunConfig, log=print):
+    """training.init_from: (the model with that checkpoint's weights, its tokenizer). Its model settings must be
+    cfg.model's, and data.tokenizer unset (the checkpoint's vocabulary is the one its embeddings were trained on)."""
+    source = cfg.training.init_from
+    if cfg.data.tokenizer:
+        raise ConfigError(f"training.init_from={source} brings its checkpoint's vocabulary; leave data.tokenizer "
+                          f"unset (it is {cfg.data.tokenizer})")
+    start = load_checkpoint(source)
+    if start.config.model != cfg.model:
+        changed = [f"model.{k}: {getattr(start.config.model, k)!r} there, {getattr(cfg.model, k)!r} here"
+                   for k in type(cfg.model).model_fields if getattr(start.config.model, k) != getattr(cfg.model, k)]
+        raise ConfigError(f"training.init_from={source}: its model differs from this run's ({'; '.join(changed)}); "
+                          f"set the model.* settings to the checkpoint's")
+    log(f"starting from the weights and vocabulary of {resolve_checkpoint_dir(source)}")
+    return start.model, start.tokenizer
+
+
 def check_resumable(cfg: RunConfig, saved: RunConfig, where) -> None:
     """Refuse to resume a checkpoint with a different model or different stateful settings (STATEFUL_SETTINGS)."""
     if saved.model != cfg.model:
@@ -349,13 +366,15 @@ class Trainer:
                 update={"output_dir": str(self.run_dir)})})
         else:
             self.model = MiniBERT(cfg.model, seed=t.seed)
+            if t.init_from:
+                self.model, tokenizer = initial_weights(cfg, log)
         if self.electra:          # the model becomes the discriminator of a pair, trained with its generator
             pair = build_electra(cfg)
+            pair.discriminator.load_state_dict(self.model.state_dict())      # its seed's, init_from's or resumed
             if resume:
                 if ck.auxiliary is None:
                     raise CheckpointError(f"{existing} has no auxiliary.safetensors (the ELECTRA generator); it "
                                           f"cannot be resumed with training.objective=electra")
-                pair.discriminator.load_state_dict(self.model.state_dict())
                 try:
                     pair.load_auxiliary_state_dict(ck.auxiliary)
                 except ValueError as e:

@@ -254,6 +254,39 @@ def test_electra_clip_bounds_each_model_or_both_together(corpus, tmp_path, mode)
         assert norm_of(parts["generator"]) == pytest.approx(0.25 / np.hypot(0.25, 40.0), rel=1e-4)
 
 
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_vocabulary(corpus, reference, tmp_path, objective):
+    """training.init_from: step 0, a fresh optimizer, the checkpoint's weights (ELECTRA: as its discriminator, the
+    generator new) and the checkpoint's vocabulary."""
+    source = load_checkpoint(reference)
+    args = [*tiny(corpus, tmp_path / "second"), "data.tokenizer=null", f"training.init_from={reference}",
+            f"training.objective={objective}"]
+    logs = []
+    trainer = Trainer(load_config(None, args), progress=False, log=logs.append)
+    trainer.worker.close()
+    model = trainer.model.discriminator if objective == "electra" else trainer.model
+    assert np.array_equal(model.store.flat, source.model.store.flat)
+    assert trainer.tokenizer.vocab == source.tokenizer.vocab
+    assert trainer.state["step"] == 0 and not np.any(trainer.optimizer.state_dict()["m"])
+    assert any("starting from the weights and vocabulary of" in line for line in logs)
+    if objective == "electra":
+        fresh = Trainer(load_config(None, [*tiny(corpus, tmp_path / "fresh"), "training.objective=electra"]),
+                        progress=False, log=lambda *a: None)
+        fresh.worker.close()
+        assert np.array_equal(trainer.model.generator.store.flat, fresh.model.generator.store.flat)   # new, seeded
+
+
+def test_init_from_refuses_a_checkpoint_that_does_not_fit(corpus, reference, tmp_path, capsys):
+    run = tmp_path / "run"
+    base = [*tiny(corpus, run), "data.tokenizer=null"]
+    _refused(capsys, [*base, f"training.init_from={reference}", "model.hidden_size=48"],
+             ["training.init_from", "model.hidden_size: 32 there, 48 here"])
+    _refused(capsys, [*tiny(corpus, run), f"training.init_from={reference}"],
+             ["training.init_from", "leave data.tokenizer unset"])
+    _refused(capsys, [*base, f"training.init_from={tmp_path / 'nowhere'}"], ["nowhere", "does not exist"])
+    assert not run.exists() or not list_step_checkpoints(run)
+
+
 def test_electra_refuses_settings_it_does_not_support(corpus, tmp_path, capsys):
     run = tmp_path / "run"
     _refused(capsys, [*tiny(corpus, run), "training.objective=electra", "training.layer_lr_decay=0.8"],
