@@ -1,7 +1,8 @@
 """What the integration tests share: a tiny trained run (`tiny_run`: a 2-layer pre-LN model, hidden 32, 2 heads,
 trained by the Trainer for 60 steps on a templated corpus with held-out evaluations every 20 steps, so the run
 folder has curves, checkpoints and best/ like a real one; a few seconds on one core), the trainer that makes it
-(`train_tiny_run`, for runs of another length), and a PTB slice with its vocabulary (`corpus`)."""
+(`train_tiny_run`, for runs of another length), a PTB slice with its vocabulary (`corpus`), and a copy of a run
+cut back to an earlier step (`cut_back`), the folder a resumed run must continue exactly."""
 
 from __future__ import annotations
 
@@ -19,6 +20,27 @@ SENTENCES = ["alice likes red apples and sings", "bob eats green pears and runs"
 def tiny_sentences() -> list[str]:
     """The sentences the tiny run was trained on."""
     return list(SENTENCES)
+
+
+def copy_cut_back(run: Path, dest: Path, step: int) -> Path:
+    """A copy of run folder `run` at `dest` without best/ and the step checkpoints after `step`: what a run stopped
+    at `step` would have left."""
+    import shutil
+
+    from mini_bert.training.checkpointing import list_step_checkpoints
+
+    shutil.copytree(run, dest)
+    for p in list_step_checkpoints(dest):
+        if int(p.name[5:]) > step:
+            shutil.rmtree(p)
+    shutil.rmtree(dest / "best")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def cut_back():
+    """copy_cut_back, for tests that resume a run from an earlier step."""
+    return copy_cut_back
 
 
 def train_tiny_run(folder: Path, max_steps: int, checkpoint_every: int, eval_every: int) -> Path:

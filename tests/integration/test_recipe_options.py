@@ -140,14 +140,12 @@ def test_the_schedule_is_fitted_again_at_every_evaluation_and_kept(tmp_path, mon
     assert resumed.max_steps == 40                       # the checkpoint's refitted length
 
 
-def test_refits_keep_the_rate_continuous_and_a_resume_follows_the_same_curve(tmp_path, monkeypatch):
+def test_refits_keep_the_rate_continuous_and_a_resume_follows_the_same_curve(tmp_path, monkeypatch, cut_back):
     """The budget's estimate moves (30 steps, then 24 from step 15 on): the rate never jumps, reaches 0 on the last
     step, and a run resumed from step 10 repeats every rate and loss of the uninterrupted run."""
     import json
-    import shutil
 
     from mini_bert.training import trainer as trainer_module
-    from mini_bert.training.checkpointing import list_step_checkpoints
 
     cfg = _tiny(tmp_path, "training.max_minutes=5", "training.schedule_to_budget=true", "training.max_steps=100",
                 "training.eval_every=5", "training.checkpoint_every=5", "training.log_every=1",
@@ -166,12 +164,7 @@ def test_refits_keep_the_rate_continuous_and_a_resume_follows_the_same_curve(tmp
     assert all(d >= 0 for d in steps) and max(steps) < 0.1 * peak     # falling, no jump
     assert decay[-1] == pytest.approx(decay[-2] - decay[-1])          # one more step would reach 0: on time
 
-    again = tmp_path / "again"
-    shutil.copytree(run, again)
-    for p in list_step_checkpoints(again):
-        if int(p.name[5:]) > 10:
-            shutil.rmtree(p)
-    shutil.rmtree(again / "best")
+    again = cut_back(run, tmp_path / "again", 10)
     resumed_cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"output_dir": str(again)})})
     Trainer(resumed_cfg, resume=True, log=lambda *a: None, progress=False).train()
     rows_again = [json.loads(line) for line in (again / "metrics.jsonl").read_text().splitlines()]

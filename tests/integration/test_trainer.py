@@ -191,11 +191,9 @@ def test_a_stop_signal_saves_exits_cleanly_and_resumes_exactly(corpus, reference
     assert loss_curve(run) == loss_curve(reference)
 
 
-def test_electra_trains_both_models_saves_a_plain_discriminator_and_resumes_exactly(corpus, tmp_path):
+def test_electra_trains_both_models_saves_a_plain_discriminator_and_resumes_exactly(corpus, tmp_path, cut_back):
     """training.objective=electra: the loss falls, every checkpoint's model is a MiniBERT every tool loads (the
     discriminator), the generator and head lie beside it, and a resume from step 10 repeats the rest bit for bit."""
-    import shutil
-
     steps = 20
     run = tmp_path / "electra"
     args = [*tiny(corpus, run, max_steps=steps, keep_every=CHECKPOINT_EVERY), "training.objective=electra",
@@ -213,12 +211,7 @@ def test_electra_trains_both_models_saves_a_plain_discriminator_and_resumes_exac
     assert type(final.model).__name__ == "MiniBERT" and final.model.config.hidden_size == 32
     assert final.auxiliary["generator.E_token"].shape == (512, 16) and final.auxiliary["rtd_w"].shape == (32, 1)
 
-    again = tmp_path / "again"
-    shutil.copytree(run, again)
-    for p in list_step_checkpoints(again):
-        if int(p.name[5:]) > 10:
-            shutil.rmtree(p)
-    shutil.rmtree(again / "best")
+    again = cut_back(run, tmp_path / "again", 10)
     assert train("--resume", *[a.replace(str(run), str(again)) for a in args]) == 0
     assert loss_curve(again) == loss_curve(run)
     resumed = load_checkpoint(latest_checkpoint(again))
