@@ -165,8 +165,9 @@ def test_per_model_clip_bounds_each_model_and_leaves_a_small_one_alone():
     parts = model.model_slices(g)
     for v in parts["discriminator"]:
         v *= 50.0                                             # the weighted discriminator dominates
+    scale = 0.5 / np.sqrt(sum(float(v @ v) for v in parts["generator"]))
     for v in parts["generator"]:
-        v *= 0.5 / np.sqrt(sum(float(v @ v) for v in parts["generator"]))     # norm 0.5: under the bound
+        v *= scale                                            # norm 0.5: under the bound
     gen_before = np.concatenate(parts["generator"]).copy()
     disc_norm = np.sqrt(sum(float(v @ v) for v in parts["discriminator"]))
 
