@@ -64,9 +64,15 @@ def clip_grad_norm(grads_flat: np.ndarray, max_norm: float) -> float:
     """Scale the gradients in place so that their global L2 norm is at most max_norm (guide, section "AdamW",
     clipping). Returns the norm before."""
     norm = float(np.sqrt(np.dot(grads_flat, grads_flat)))
-    if max_norm > 0 and norm > max_norm:
-        grads_flat *= grads_flat.dtype.type(max_norm / (norm + 1e-6))
+    _scale_to_bound([grads_flat], norm, max_norm)
     return norm
+
+
+def _scale_to_bound(views: list[np.ndarray], norm: float, max_norm: float) -> None:
+    """The clipping rule: if norm > max_norm > 0, scale every view by max_norm / (norm + 1e-6), in place."""
+    if max_norm > 0 and norm > max_norm:
+        for v in views:
+            v *= v.dtype.type(max_norm / (norm + 1e-6))
 
 
 def clip_grad_norm_groups(groups: dict[str, list[np.ndarray]], max_norm: float) -> dict[str, float]:
@@ -76,11 +82,8 @@ def clip_grad_norm_groups(groups: dict[str, list[np.ndarray]], max_norm: float) 
     discriminator) keeps its own step size this way, where one global norm lets the larger gradient shrink both."""
     norms = {}
     for name, views in groups.items():
-        norm = float(np.sqrt(sum(float(np.dot(v, v)) for v in views)))
-        if max_norm > 0 and norm > max_norm:
-            for v in views:
-                v *= v.dtype.type(max_norm / (norm + 1e-6))
-        norms[name] = norm
+        norms[name] = norm = float(np.sqrt(sum(float(np.dot(v, v)) for v in views)))
+        _scale_to_bound(views, norm, max_norm)
     return norms
 
 
