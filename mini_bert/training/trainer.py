@@ -40,8 +40,8 @@ from ..core.model import MiniBERT
 from ..errors import CheckpointError, ConfigError, DataError
 from .advanced_optimizers import AdaptiveGradientClipper, Lion, Lookahead
 from ..data.sources import atomic_write_text, check_output_path
-from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, resolve_checkpoint_dir,
-                            restore_replaced, rng_state, save_checkpoint, set_rng_state)
+from .checkpointing import (latest_checkpoint, load_checkpoint, prune_checkpoints, restore_replaced, rng_state,
+                            save_checkpoint, set_rng_state)
 from .curriculum import AdaptiveMasking, CurriculumBatches, linear_schedule
 from .optimizer import AdamW, clip_grad_norm, clip_grad_norm_groups, layer_wise_lr_scales, decay_mask
 from .scheduler import decay_progress, lr_at
@@ -212,7 +212,7 @@ def initial_weights(cfg: RunConfig, log=print):
                    for k in type(cfg.model).model_fields if getattr(start.config.model, k) != getattr(cfg.model, k)]
         raise ConfigError(f"training.init_from={source}: its model differs from this run's ({'; '.join(changed)}); "
                           f"set the model.* settings to the checkpoint's")
-    log(f"starting from the weights and vocabulary of {resolve_checkpoint_dir(source)}")
+    log(f"starting from the weights and vocabulary of {start.path}")
     return start.model, start.tokenizer
 
 
