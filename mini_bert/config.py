@@ -135,6 +135,10 @@ class DataConfig(_Strict):
     lowercase: bool = True
     tokenizer: str | None = None        # an existing vocab.txt or folder; None trains WordPiece on the corpus
     max_seq_len: int = Field(64, ge=8)
+    # how training rows are cut: "packed" fills every row with the next tokens of the text, whatever the sentence;
+    # "sentences" packs whole sentences (data.readers.split_sentences), so each row starts where a sentence does
+    # and its tail is padding. Held-out rows are packed either way, so every recipe is scored on the same rows.
+    rows: Literal["packed", "sentences"] = "packed"
     mask_prob: float = Field(0.25, gt=0.0, lt=1.0)  # 25% (BERT: 15%): better masked LM and SST-2 than 20% (RESULTS.md)
     # select whole words (all of a word's pieces together: SST-2 gains, POS level; RESULTS.md) or single tokens
     masking: Literal["token", "whole_word"] = "whole_word"

@@ -167,6 +167,32 @@ def load_text(path: str | Path) -> list[str]:
     return lines
 
 
+
+# A sentence ends at . ! or ? (repeated, and followed by closing quotes or brackets), before an opening quote or
+# bracket and a capital letter or digit. The space between may be missing ("1931).So"): IMDB's text lost it where
+# a `<br />` stood. Not an end: a single letter before the dot (initials, "U.S."), or a title from _ABBREVIATIONS.
+_SENTENCE_END = re.compile(r"""[.!?]+["')\]]*(?=\s*["'(\[]?[A-Z0-9])""")
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "jr", "sr", "prof", "mt", "no", "vol", "etc", "sgt",
+                            "lt", "col", "capt", "gen", "rev", "ft"})
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a paragraph, by punctuation (`_SENTENCE_END`), stripped, blank ones dropped.
+
+    A heuristic for packing rows that start where a sentence starts (`data.rows=sentences`), not a linguistic
+    analysis: an abbreviation it does not know ends a sentence early, and a sentence that starts lowercase runs on.
+    """
+    out, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        before = text[max(0, match.start() - 40):match.start()].split()     # the word the mark ends
+        word = before[-1].lstrip("\"'([") if before else ""
+        if match.group().startswith(".") and (len(word) == 1 or "." in word or word.lower() in _ABBREVIATIONS):
+            continue
+        out.append(text[start:match.end()])
+        start = match.end()
+    out.append(text[start:])
+    return [s for part in out if (s := part.strip())]
+
 # ================================================================================================================
 # POS-tagged text (CoNLL-U)
 # ================================================================================================================

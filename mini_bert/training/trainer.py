@@ -98,6 +98,7 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
     from ..config import parse_corpus
     from ..data.batches import MLMBatches, fixed_validation_batches, mixture_rows, pack_corpus
     from ..data.corpora import HOLDOUT_EVERY, corpus_lines
+    from ..data.readers import split_sentences
     from ..data.tokenizer import WordPieceTokenizer
 
     d, m, t = cfg.data, cfg.model, cfg.training
@@ -117,6 +118,8 @@ def prepare_data(cfg: RunConfig, tokenizer=None, log=print):
     if tokenizer.vocab_size != m.vocab_size:
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is {m.vocab_size}; "
                           f"set model.vocab_size={tokenizer.vocab_size}")
+    if d.rows == "sentences":
+        train_text = [[s for line in lines for s in split_sentences(line)] for lines in train_text]
     train = [pack_corpus(lines, tokenizer, d.max_seq_len, log=log) for lines in train_text]
     valid = [pack_corpus(lines, tokenizer, d.max_seq_len, log=log) for lines in valid_text]
     if len(components) == 1:

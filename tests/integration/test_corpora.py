@@ -190,3 +190,48 @@ def test_the_fitted_vocabulary_has_exactly_its_size_and_no_unused_token():
     for ids in fitted.encode_batch(lines):                        # encode the text itself, not the word counts
         np.add.at(counts, ids, 1)
     assert (counts[5:] == 0).sum() == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rows that start where a sentence starts (data.rows=sentences)
+
+
+@pytest.mark.parametrize("text, sentences", [
+    ("It was fine. Then it ended!", ["It was fine.", "Then it ended!"]),
+    ("circa 1931).So I went", ["circa 1931).", "So I went"]),                  # IMDB's lost space after <br />
+    ('He said "Wow!" Then left... Why?! "Yes." End', ['He said "Wow!"', "Then left...", "Why?!", '"Yes."', "End"]),
+    ("The U.S. POWs met Mr. Smith and J. R. Ewing. It ends.", ["The U.S. POWs met Mr. Smith and J. R. Ewing.",
+                                                               "It ends."]),
+    ("it costs 3.50 dollars. and runs on", ["it costs 3.50 dollars. and runs on"]),   # no capital: one sentence
+    ("  ", []),
+])
+def test_sentences_are_split_at_their_end_marks_and_not_at_initials_or_titles(text, sentences):
+    from mini_bert.data.readers import split_sentences
+    assert split_sentences(text) == sentences
+
+
+def test_sentence_rows_start_at_a_sentence_and_held_out_rows_stay_packed(tmp_path):
+    from mini_bert.config import CLS_ID, PAD_ID, SEP_ID
+    from mini_bert.training.trainer import prepare_data
+    reviews = ["The film was good. A bad film, really bad. Good acting and a good story.",
+               "The story was thin. Really good. The film was bad."] * 12
+    (tmp_path / "reviews.txt").write_text("\n".join(reviews) + "\n")
+    tok = WordPieceTokenizer.train(reviews, vocab_size=300)
+    firsts = {tok.encode(s)[0] for r in reviews for s in r.split(". ")}            # each sentence's first piece
+
+    def rows(mode):
+        cfg = load_config(None, [f"data.corpus={tmp_path / 'reviews.txt'}", f"model.vocab_size={tok.vocab_size}",
+                                 "data.max_seq_len=16", "training.batch_size=4", "data.valid_batches=1",
+                                 f"data.rows={mode}"])
+        _, stream, valid = prepare_data(cfg, tokenizer=tok, log=lambda *a: None)
+        return stream.sequences, valid
+    packed, packed_valid = rows("packed")
+    sentences, sentences_valid = rows("sentences")
+    assert (sentences[:, 0] == CLS_ID).all() and set(sentences[:, 1]) <= firsts
+    assert not set(packed[:, 1]) <= firsts                       # packed rows also start inside sentences
+    ends = np.argmax(sentences == SEP_ID, axis=1)                 # every row ends with a whole sentence
+    assert (sentences[np.arange(len(sentences)), ends - 1] == tok.vocab.index(".")).all()
+    text = lambda ids: ((ids != PAD_ID) & (ids != CLS_ID) & (ids != SEP_ID)).sum()
+    assert text(sentences) == text(packed)                        # the same text, cut differently
+    for a, b in zip(packed_valid, sentences_valid):
+        np.testing.assert_array_equal(a.input_ids, b.input_ids)
