@@ -118,12 +118,13 @@ def _greedy_groups(pieces: list[np.ndarray], capacity: int) -> list[list[np.ndar
     return groups
 
 
-def pack_sequences(sentence_ids: Sequence[np.ndarray], max_len: int, pairs: bool = False
+def pack_sequences(sentence_ids: Sequence[np.ndarray], max_len: int, pairs: bool = False, single: bool = False
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Pack consecutive sentences into fixed-length rows for MLM. Returns (ids (N, T) int32, token_type_ids (N, T)).
 
     pairs=False: rows [CLS] s1 s2 ... [SEP] [PAD]..., filled greedily in corpus order; a sentence longer than
-    max_len - 2 is cut into chunks. token_type_ids are all 0.
+    max_len - 2 is cut into chunks. token_type_ids are all 0. single=True: one sentence (or chunk) per row,
+    [CLS] s [SEP] [PAD]..., the shape a sentence classifier reads.
     pairs=True: rows [CLS] A [SEP] B [SEP] [PAD]... with token type 0 for [CLS] A [SEP] and 1 for B [SEP]; the
     row's sentences (capacity max_len - 3) are split at the sentence boundary nearest the middle, or in the middle
     of the only sentence. A row of a single token has no B: [CLS] A [SEP].
@@ -133,7 +134,8 @@ def pack_sequences(sentence_ids: Sequence[np.ndarray], max_len: int, pairs: bool
         raise DataError(f"max_len={max_len} is too short: a row needs [CLS], [SEP]{', [SEP]' if pairs else ''} "
                          f"and at least one token, so max_len >= {min_len}")
     capacity = max_len - (3 if pairs else 2)
-    groups = _greedy_groups(_chunks(sentence_ids, capacity), capacity)
+    pieces = _chunks(sentence_ids, capacity)
+    groups = [[p] for p in pieces] if single else _greedy_groups(pieces, capacity)
     if not groups:
         raise DataError("nothing to pack: every sentence encoded to zero tokens (empty corpus?)")
     ids = np.full((len(groups), max_len), PAD_ID, dtype=np.int32)    # (N, T)

@@ -21,18 +21,22 @@ from .step import GradientWorker
 
 def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5e-4, batch_size: int = 32,
                    max_len: int = 64, mask_prob: float = 0.15, warmup_ratio: float = 0.06, seed: int = 0,
-                   threads: int = 2, whole_word: bool = False, log=print) -> dict:
+                   threads: int = 2, whole_word: bool = False, packing: str = "packed", log=print) -> dict:
     """Continue MLM training of `model` (in place) on `texts` for `steps` AdamW steps: linear warmup over
     warmup_ratio of them, linear decay to 0, global-norm clipping at 1. Texts are packed into rows of max_len
-    (at most the model's positions). whole_word selects whole words (all of a word's pieces) instead of single
-    tokens. Returns {"steps", "rows", "first_loss", "last_loss"} (losses averaged over the first and last tenth of
-    the steps), with lr, mask_prob and whole_word."""
+    (at most the model's positions): packing="packed" fills each row with consecutive texts, "single" holds one
+    text per row, as the classifier will read it. whole_word selects whole words (all of a word's pieces) instead
+    of single tokens. Returns {"steps", "rows", "first_loss", "last_loss"} (losses averaged over the first and last
+    tenth of the steps), with lr, mask_prob, whole_word and packing."""
     if steps < 0:
         raise MiniBertError(f"adapt steps must be >= 0; got {steps}")
+    if packing not in ("packed", "single"):
+        raise MiniBertError(f"adapt packing must be 'packed' (texts fill each row) or 'single' (one text a row); "
+                            f"got {packing!r}")
     if steps == 0:
         return {"steps": 0}
     max_len = min(max_len, model.config.max_position_embeddings)
-    rows, types = pack_sequences(encode_corpus(texts, tokenizer), max_len)
+    rows, types = pack_sequences(encode_corpus(texts, tokenizer), max_len, single=packing == "single")
     masking = {"continuation": tokenizer.continuation_mask()} if whole_word else {}
     stream = MLMBatches(rows, types, batch_size, model.config.vocab_size, mask_prob, seed=seed, **masking)
     worker = GradientWorker(model, threads, seed)
@@ -51,5 +55,6 @@ def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5
     finally:
         worker.close()
     tenth = max(1, steps // 10)
-    return {"steps": steps, "lr": lr, "mask_prob": mask_prob, "whole_word": whole_word, "rows": int(len(rows)),
+    return {"steps": steps, "lr": lr, "mask_prob": mask_prob, "whole_word": whole_word, "packing": packing,
+            "rows": int(len(rows)),
             "first_loss": float(np.mean(losses[:tenth])), "last_loss": float(np.mean(losses[-tenth:]))}

@@ -256,3 +256,28 @@ def test_the_adapted_arm_is_its_own_row(sst2_tiny):
     np.testing.assert_array_equal(model.store.flat, before)    # the model is given back as it came
     assert model.config.classifier_pooling == "cls"
     assert "task-adaptive MLM (5 steps)" in format_sst2_table(result)
+
+
+def test_task_adaptive_mlm_can_read_one_sentence_a_row_as_the_classifier_does(sst2_tiny, monkeypatch):
+    """packing="single": every row the adaptation trains on is [CLS] one training sentence [SEP] [PAD]..."""
+    texts, tok, model = sst2_tiny
+    from mini_bert.config import CLS_ID, SEP_ID
+    from mini_bert.training import step
+    texts = [t for t, ids in zip(texts, tok.encode_batch(texts)) if len(ids) <= 62]    # each fits one row of 64
+
+    seen = []
+    real = step.GradientWorker.loss_and_gradients
+    monkeypatch.setattr(step.GradientWorker, "loss_and_gradients",
+                        lambda self, batch: seen.append(batch) or real(self, batch))
+    saved = model.store.flat.copy()
+    single = adapt_to_texts(model, tok, texts, steps=2, batch_size=16, threads=1, packing="single", log=None)
+    model.store.flat[...] = saved
+    packed = adapt_to_texts(model, tok, texts, steps=1, batch_size=16, threads=1, log=None)
+    model.store.flat[...] = saved
+    assert single["packing"] == "single" and single["rows"] == len(texts) > packed["rows"]
+    sentences = {tuple(ids) for ids in tok.encode_batch(texts)}
+    for row in np.concatenate([b.target_ids for b in seen[:2]]):
+        end = int(np.argmax(row == SEP_ID))
+        assert row[0] == CLS_ID and tuple(row[1:end]) in sentences and not row[end + 1:].any()
+    with pytest.raises(MiniBertError, match="packing must be 'packed'.*'single'.*got 'rows'"):
+        adapt_to_texts(model, tok, texts, steps=1, packing="rows", log=None)
