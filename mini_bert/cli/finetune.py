@@ -41,6 +41,9 @@ def add_parser(sub, common) -> None:
                    help="stop after N dev evaluations without improvement")
     p.add_argument("--layer-lr-decay", type=float, default=PROTOCOL["layer_lr_decay"],
                    help="layer l of L trains at lr * decay^(L-1-l), the embeddings at decay^L (default 0.8; 1: off)")
+    p.add_argument("--reinit-layers", type=count(0), default=PROTOCOL["reinit_layers"],
+                   help="draw the top N encoder layers of the pretrained (and adapted) model afresh before "
+                        "fine-tuning (default 0: keep them all)")
     p.add_argument("--group-by-length", action=ON_OFF, default=PROTOCOL["group_by_length"],
                    help="batch sentences of similar length together, so batches carry little padding (default: on)")
     p.add_argument("--raw-text", action=ON_OFF, default=PROTOCOL["raw_text"],
@@ -66,6 +69,7 @@ def run(args) -> int:
                                       output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs,
                                       pooling=args.pooling, warmup_ratio=args.warmup_ratio, patience=args.patience,
                                       layer_lr_decay=args.layer_lr_decay, adapt_steps=args.adapt_steps,
+                                      reinit_layers=args.reinit_layers,
                                       group_by_length=args.group_by_length, raw_text=args.raw_text,
                                       pretrained="pretrained" not in skip, random_init="random-init" not in skip,
                                       bag_of_words="bag-of-words" not in skip,

@@ -42,6 +42,7 @@ from ..config import CLS_ID, SEP_ID
 from ..errors import MiniBertError
 from ..core.gradients import MiniBERTGradients
 from ..core.model import MiniBERT
+from ..core.parameters import layer_of
 from ..training.adapt import adapt_to_texts
 from ..training.checkpointing import load_checkpoint
 from ..data.batches import length_grouped_batches, pad_batch
@@ -58,7 +59,7 @@ HEAD_PARAMETERS = ("W_pool", "b_pool", "W_cls", "b_cls")
 # `data/readers.untokenize_ptb`), the spelling of the pretraining corpus. Off: the text as distributed, as every
 # published SST-2 number reads it; spelling it back moved no pretrained arm by more than 0.04 points (RESULTS.md).
 PROTOCOL = {"epochs": 5, "lr": 5e-4, "batch_size": 32, "pooling": "mean", "warmup_ratio": 0.1, "patience": 4,
-            "layer_lr_decay": 0.8, "group_by_length": True, "raw_text": False}
+            "layer_lr_decay": 0.8, "group_by_length": True, "raw_text": False, "reinit_layers": 0}
 # ONE_BLAS_THREAD: fine-tuning runs with one BLAS thread. Its matrices are small (a batch of short sentences), so
 # a second thread gains little, and on a shared two-core machine spin-waiting BLAS threads made a training step
 # about 3x slower in wall time (0.8 s against 0.28 s for the base model, batch 32 x 30 tokens).
@@ -104,6 +105,17 @@ def reset_classifier_head(model, rng: np.random.Generator) -> None:
     for name in HEAD_PARAMETERS:
         block = model.store.blocks[name]
         block[...] = rng.normal(0.0, std, size=block.shape) if name.startswith("W") else 0.0
+
+
+def reinit_top_layers(model, n: int, seed: int) -> None:
+    """Draw the top n encoder layers afresh, as a new model of the same config draws them (Zhang et al. 2021,
+    "Revisiting few-sample BERT fine-tuning": the top layers specialise in the pretraining task). The draw comes
+    from 20,000 + seed, so every fine-tuning seed gets its own."""
+    first = model.config.num_layers - n
+    fresh = MiniBERT(model.config, seed=20_000 + seed)
+    for spec in model.store.specs:
+        if (layer := layer_of(spec.name)) is not None and layer >= first:
+            model.store.blocks[spec.name][...] = fresh.store.blocks[spec.name]
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -263,13 +275,14 @@ def _set_job_context(context: dict) -> None:
 
 def _finetune_job(arm: str, seed: int) -> dict:
     """One fine-tuning run: "pretrained" starts from the checkpoint's weights with a fresh head drawn from `seed`,
-    "adapted" from the weights after task-adaptive MLM, "random_init" from a new model of the same config
-    (initialised from 10,000 + seed)."""
+    "adapted" from the weights after task-adaptive MLM (both with their top `reinit_layers` layers drawn afresh),
+    "random_init" from a new model of the same config (initialised from 10,000 + seed)."""
     c = _JOB_CONTEXT
     if arm in ("pretrained", "adapted"):
         model = c["model"]
         model.store.flat[...] = c["initial" if arm == "pretrained" else "adapted"]
         reset_classifier_head(model, np.random.default_rng(seed))
+        reinit_top_layers(model, c["reinit_layers"], seed)
     else:
         model = MiniBERT(c["model"].config, seed=10_000 + seed)
     log = c["log"]
@@ -282,7 +295,7 @@ def _finetune_job(arm: str, seed: int) -> dict:
 def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs: int = 3,
              seeds=(0, 1, 2), random_init: bool = True, bag_of_words: bool = True, log=print,
              dropout: float | None = 0.1, n_jobs: int = 1, pooling: str | None = None, adapt_steps: int = 0,
-             pretrained: bool = True, adapt: dict | None = None, **finetune_kwargs) -> dict:
+             pretrained: bool = True, adapt: dict | None = None, reinit_layers: int = 0, **finetune_kwargs) -> dict:
     """Fine-tune `model` once per seed (each from the same starting weights), plus the baselines.
 
     `dropout` (BERT's 0.1 by default) is used for fine-tuning whatever the pretraining used — the default
@@ -291,7 +304,8 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
     "adapted": task-adaptive MLM on the training sentences (`training/adapt.py`, seed 0; `adapt` holds its other
     settings, such as lr and mask_prob), then the same fine-tuning. `pretrained`, `random_init` and
     `bag_of_words` False leave that arm out (each arm's runs are seeded, so an arm measured before need not run
-    again). `n_jobs` > 1 runs the fine-tunings (seeds x arms) in that many processes, for machines with more
+    again). `reinit_layers` > 0 draws the top layers of the pretrained and adapted arms afresh before fine-tuning
+    (`reinit_top_layers`; random init is random throughout). `n_jobs` > 1 runs the fine-tunings (seeds x arms) in that many processes, for machines with more
     cores; the numbers are the same.
     The model is left with its original weights and config. Returns a JSON-serialisable dict (see the module
     docstring).
@@ -305,13 +319,16 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
         try:
             return run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels, epochs, seeds,
                             random_init, bag_of_words, log, None, n_jobs, None, adapt_steps, pretrained,
-                            adapt, **finetune_kwargs)
+                            adapt, reinit_layers, **finetune_kwargs)
         finally:
             model.config.dropout, model.config.attention_dropout, model.config.classifier_pooling = saved
     seeds = list(seeds)
     if not seeds:
         raise MiniBertError("give at least one seed")
     check_arms(pretrained, random_init, adapt_steps)
+    if not 0 <= reinit_layers <= model.config.num_layers:
+        raise MiniBertError(f"--reinit-layers must lie in [0, {model.config.num_layers}] (the model's layers); "
+                            f"got {reinit_layers}")
     log = log or (lambda *_: None)
     train_labels, dev_labels = np.asarray(train_labels), np.asarray(dev_labels)
     max_len = model.config.max_position_embeddings
@@ -329,7 +346,7 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
     arms = ((["pretrained"] if pretrained else []) + (["adapted"] if adapt_steps else [])
             + (["random_init"] if random_init else []))
     context = {"model": model, "initial": model.store.flat.copy(), "epochs": epochs, "kwargs": finetune_kwargs,
-               "data": (train_seqs, train_labels, dev_seqs, dev_labels)}
+               "data": (train_seqs, train_labels, dev_seqs, dev_labels), "reinit_layers": reinit_layers}
     if adapt_steps:
         log(f"  task-adaptive MLM on the {len(train_texts):,} training sentences, {adapt_steps} steps:")
         result["adaptation"] = adapt_to_texts(model, tokenizer, list(train_texts), adapt_steps, log=log,
@@ -402,6 +419,9 @@ def check_protocol(settings: dict) -> None:
                             f"got {batch}")
     if not (0.0 <= warmup < 1.0):
         raise MiniBertError(f"--warmup-ratio must lie in [0, 1): the share of steps spent warming up; got {warmup}")
+    if settings.get("reinit_layers", 0) < 0:
+        raise MiniBertError(f"--reinit-layers must be >= 0 (0 keeps every pretrained layer); got "
+                            f"{settings['reinit_layers']}")
     if settings["patience"] < 1:
         raise MiniBertError(f"--patience must be >= 1 dev evaluation; got {settings['patience']}")
     if not (0.0 < settings["layer_lr_decay"] <= 1.0):
@@ -413,7 +433,7 @@ def finetune_sst2_checkpoint(checkpoint_dir, data_dir=None, epochs: int | None =
                              log=print, train_set: str = "sentences", **kwargs) -> dict:
     """Load a checkpoint (unless model and tokenizer are given) and SST-2, run `run_sst2` with the fine-tuning
     PROTOCOL; any of its settings (epochs, lr, batch_size, pooling, warmup_ratio, patience, layer_lr_decay,
-    group_by_length, raw_text) can be given to override it, for every arm alike.
+    group_by_length, raw_text, reinit_layers) can be given to override it, for every arm alike.
 
     train_set: "sentences" (the 6,920 training sentences) or "glue" (GLUE's 67,349 training phrases); dev is the
     872 dev sentences either way (GLUE's dev file holds the same sentences).

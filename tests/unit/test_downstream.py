@@ -160,6 +160,45 @@ def test_parallel_fine_tuning_gives_the_same_numbers(tok):
         assert [r["history"] for r in parallel[key]["runs"]] == [r["history"] for r in serial[key]["runs"]]
 
 
+def test_reinit_draws_only_the_top_layers_afresh_and_leaves_random_init_alone(tok, monkeypatch):
+    from mini_bert.evaluation import downstream
+    from mini_bert.evaluation.downstream import reinit_top_layers
+    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=16, num_layers=3, num_heads=2, intermediate_size=32,
+                      max_position_embeddings=16, norm_position="pre")
+    model = MiniBERT(cfg, seed=0)
+    model.store.flat[...] += 1.0                                   # "pretrained": far from any fresh draw
+    before = model.store.flat.copy()
+    reinit_top_layers(model, 1, seed=3)
+    fresh = MiniBERT(cfg, seed=20_003)
+    for spec in model.store.specs:
+        now, was = model.store.blocks[spec.name], before[model.store.slices[spec.name]]
+        if spec.name.endswith("_2"):
+            np.testing.assert_array_equal(now, fresh.store.blocks[spec.name])
+        else:
+            np.testing.assert_array_equal(now.ravel(), was)
+    assert any(spec.name == "ln_f_gamma" for spec in model.store.specs)        # the final norm is kept
+    model.store.flat[...] = before
+
+    started = []                                 # what each arm starts fine-tuning from, per seed
+    monkeypatch.setattr(downstream, "finetune_classifier", lambda m, *a, **k: started.append(
+        m.store.blocks["W1_2"].copy()) or {"dev_accuracy": 0.5, "best_step": 0, "steps": 0, "history": []})
+    kwargs = dict(epochs=1, seeds=[0, 1], log=None, bag_of_words=False)
+    run_sst2(model, tok, TEXTS, LABELS, TEXTS, LABELS, reinit_layers=0, **kwargs)
+    kept = started[:]
+    started.clear()
+    run_sst2(model, tok, TEXTS, LABELS, TEXTS, LABELS, reinit_layers=1, **kwargs)
+    pretrained, random_init = started[:2], started[2:]
+    for seed, w in enumerate(pretrained):
+        np.testing.assert_array_equal(w, MiniBERT(cfg, seed=20_000 + seed).store.blocks["W1_2"])
+    np.testing.assert_array_equal(kept[0], before[model.store.slices["W1_2"]].reshape(kept[0].shape))
+    for a, b in zip(random_init, kept[2:]):
+        np.testing.assert_array_equal(a, b)                        # random init is the same draw either way
+    with pytest.raises(ValueError, match=r"--reinit-layers must lie in \[0, 3\]"):
+        run_sst2(model, tok, TEXTS, LABELS, TEXTS, LABELS, reinit_layers=4, **kwargs)
+    with pytest.raises(ValueError, match="--reinit-layers must be >= 0"):
+        finetune_sst2_checkpoint(None, reinit_layers=-1)
+
+
 def test_labels_outside_the_model_classes_are_rejected(tok):
     model = tiny_model(tok.vocab_size)
     seqs = encode_for_classification(tok, TEXTS[:2], 16)
