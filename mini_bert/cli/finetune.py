@@ -33,6 +33,9 @@ def add_parser(sub, common) -> None:
                    help="first continue masked-LM training on the training sentences for N steps (task-adaptive "
                         "pretraining, masking whole words or single tokens as the checkpoint's pretraining did), "
                         "reported as its own row (default 0: off)")
+    p.add_argument("--adapt-rows", choices=("packed", "single"), default="packed",
+                   help="rows of the task-adaptive MLM: several training sentences packed into each row, or one "
+                        "sentence a row, as the classifier reads them")
     p.add_argument("--train-set", choices=("sentences", "glue"), default="sentences",
                    help="fine-tune on the 6,920 SST-2 sentences or on GLUE's 67,349 phrases (dev: the same 872)")
     p.add_argument("--warmup-ratio", type=float, default=PROTOCOL["warmup_ratio"],
@@ -69,7 +72,7 @@ def run(args) -> int:
                                       output=args.output, lr=args.lr, batch_size=args.batch_size, n_jobs=args.jobs,
                                       pooling=args.pooling, warmup_ratio=args.warmup_ratio, patience=args.patience,
                                       layer_lr_decay=args.layer_lr_decay, adapt_steps=args.adapt_steps,
-                                      reinit_layers=args.reinit_layers,
+                                      reinit_layers=args.reinit_layers, adapt={"packing": args.adapt_rows},
                                       group_by_length=args.group_by_length, raw_text=args.raw_text,
                                       pretrained="pretrained" not in skip, random_init="random-init" not in skip,
                                       bag_of_words="bag-of-words" not in skip,

@@ -168,6 +168,8 @@ def test_an_unknown_arm_to_skip_is_refused(tmp_path, capsys):
     (["finetune-sst2", "--epochs", "0"], ["--epochs", ">= 1"]),
     (["finetune-sst2", "--adapt-steps", "-1"], ["--adapt-steps", ">= 0"]),
     (["finetune-sst2", "--jobs", "0"], ["--jobs", ">= 1"]),
+    (["finetune-sst2", "--reinit-layers", "-1"], ["--reinit-layers", ">= 0"]),
+    (["finetune-sst2", "--adapt-rows", "rows"], ["--adapt-rows", "invalid choice", "packed", "single"]),
     (["probe-pos", "--max-fit-words", "-5"], ["--max-fit-words", ">= 1"]),
     (["knowledge", "--seed", "-1"], ["--seed", ">= 0"]),
     (["profile", "--threads", "-1"], ["--threads", ">= 0"]),
@@ -182,6 +184,16 @@ def test_counts_out_of_range_are_usage_errors(argv, words, capsys, tmp_path):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert all(w in err for w in words), err
+
+
+def test_finetune_passes_the_adaptation_rows_and_the_reinit_to_the_library(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("mini_bert.evaluation.downstream.finetune_sst2_checkpoint",
+                        lambda *a, **k: seen.update(k) or {"seeds": [0], "dev_size": 1, "train_size": 1,
+                                                           "epochs": 1, "majority_class": 0.5})
+    assert cli.main(["finetune-sst2", "--checkpoint", str(tmp_path), "--adapt-steps", "5", "--adapt-rows",
+                     "single", "--reinit-layers", "1"]) == 0
+    assert seen["adapt"] == {"packing": "single"} and seen["reinit_layers"] == 1 and seen["adapt_steps"] == 5
 
 
 @pytest.mark.parametrize("setting, value, words", [
