@@ -33,9 +33,9 @@ def add_parser(sub, common) -> None:
                    help="first continue masked-LM training on the training sentences for N steps (task-adaptive "
                         "pretraining, masking whole words or single tokens as the checkpoint's pretraining did), "
                         "reported as its own row (default 0: off)")
-    p.add_argument("--adapt-rows", choices=("packed", "single"), default="packed",
-                   help="rows of the task-adaptive MLM: several training sentences packed into each row, or one "
-                        "sentence a row, as the classifier reads them")
+    p.add_argument("--adapt-rows", choices=("single", "packed"), default="single",
+                   help="rows of the task-adaptive MLM: one training sentence a row, as the classifier reads them "
+                        "(default), or several sentences packed into each row")
     p.add_argument("--train-set", choices=("sentences", "glue"), default="sentences",
                    help="fine-tune on the 6,920 SST-2 sentences or on GLUE's 67,349 phrases (dev: the same 872)")
     p.add_argument("--warmup-ratio", type=float, default=PROTOCOL["warmup_ratio"],

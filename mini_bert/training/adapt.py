@@ -2,7 +2,9 @@
 before fine-tuning on its labels.
 
 `minibert finetune-sst2 --adapt-steps N` runs it once on SST-2's training sentences and fine-tunes from the adapted
-weights; its row stands beside plain fine-tuning. Only the texts given are read: never dev or test text.
+weights; its row stands beside plain fine-tuning. Only the texts given are read: never dev or test text. Each row
+holds one training sentence, `[CLS] sentence [SEP]`, the shape the classifier reads (`--adapt-rows packed` packs
+several into a row instead; docs/RESULTS.md compares the two).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from .step import GradientWorker
 
 def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5e-4, batch_size: int = 32,
                    max_len: int = 64, mask_prob: float = 0.15, warmup_ratio: float = 0.06, seed: int = 0,
-                   threads: int = 2, whole_word: bool = False, packing: str = "packed", log=print) -> dict:
+                   threads: int = 2, whole_word: bool = False, packing: str = "single", log=print) -> dict:
     """Continue MLM training of `model` (in place) on `texts` for `steps` AdamW steps: linear warmup over
     warmup_ratio of them, linear decay to 0, global-norm clipping at 1. Texts are packed into rows of max_len
-    (at most the model's positions): packing="packed" fills each row with consecutive texts, "single" holds one
-    text per row, as the classifier will read it. whole_word selects whole words (all of a word's pieces) instead
+    (at most the model's positions): packing="single" holds one text per row, as the classifier will read it
+    (a text longer than a row is cut into rows); "packed" fills each row with consecutive texts. whole_word selects whole words (all of a word's pieces) instead
     of single tokens. Returns {"steps", "rows", "first_loss", "last_loss"} (losses averaged over the first and last
     tenth of the steps), with lr, mask_prob, whole_word and packing."""
     if steps < 0:

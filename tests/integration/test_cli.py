@@ -194,6 +194,11 @@ def test_finetune_passes_the_adaptation_rows_and_the_reinit_to_the_library(tmp_p
     assert cli.main(["finetune-sst2", "--checkpoint", str(tmp_path), "--adapt-steps", "5", "--adapt-rows",
                      "single", "--reinit-layers", "1"]) == 0
     assert seen["adapt"] == {"packing": "single"} and seen["reinit_layers"] == 1 and seen["adapt_steps"] == 5
+    assert cli.main(["finetune-sst2", "--checkpoint", str(tmp_path), "--adapt-steps", "5"]) == 0
+    assert seen["adapt"] == {"packing": "single"} and seen["reinit_layers"] == 0           # the defaults
+    assert cli.main(["finetune-sst2", "--checkpoint", str(tmp_path), "--adapt-steps", "5", "--adapt-rows",
+                     "packed"]) == 0
+    assert seen["adapt"] == {"packing": "packed"}
 
 
 @pytest.mark.parametrize("setting, value, words", [

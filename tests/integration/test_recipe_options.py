@@ -259,7 +259,7 @@ def test_the_adapted_arm_is_its_own_row(sst2_tiny):
 
 
 def test_task_adaptive_mlm_can_read_one_sentence_a_row_as_the_classifier_does(sst2_tiny, monkeypatch):
-    """packing="single": every row the adaptation trains on is [CLS] one training sentence [SEP] [PAD]..."""
+    """packing="single" (the default): every row the adaptation trains on is [CLS] one sentence [SEP] [PAD]..."""
     texts, tok, model = sst2_tiny
     from mini_bert.config import CLS_ID, SEP_ID
     from mini_bert.training import step
@@ -270,9 +270,9 @@ def test_task_adaptive_mlm_can_read_one_sentence_a_row_as_the_classifier_does(ss
     monkeypatch.setattr(step.GradientWorker, "loss_and_gradients",
                         lambda self, batch: seen.append(batch) or real(self, batch))
     saved = model.store.flat.copy()
-    single = adapt_to_texts(model, tok, texts, steps=2, batch_size=16, threads=1, packing="single", log=None)
+    single = adapt_to_texts(model, tok, texts, steps=2, batch_size=16, threads=1, log=None)
     model.store.flat[...] = saved
-    packed = adapt_to_texts(model, tok, texts, steps=1, batch_size=16, threads=1, log=None)
+    packed = adapt_to_texts(model, tok, texts, steps=1, batch_size=16, threads=1, packing="packed", log=None)
     model.store.flat[...] = saved
     assert single["packing"] == "single" and single["rows"] == len(texts) > packed["rows"]
     sentences = {tuple(ids) for ids in tok.encode_batch(texts)}
