@@ -167,7 +167,6 @@ def load_text(path: str | Path) -> list[str]:
     return lines
 
 
-
 # A sentence ends at . ! or ? (repeated, and followed by closing quotes or brackets), before an opening quote or
 # bracket and a capital letter or digit. The space between may be missing ("1931).So"): IMDB's text lost it where
 # a `<br />` stood. Not an end: a single letter before the dot (initials, "U.S."), or a title from _ABBREVIATIONS.
@@ -192,6 +191,7 @@ def split_sentences(text: str) -> list[str]:
         start = match.end()
     out.append(text[start:])
     return [s for part in out if (s := part.strip())]
+
 
 # ================================================================================================================
 # POS-tagged text (CoNLL-U)

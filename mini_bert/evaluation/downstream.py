@@ -305,8 +305,8 @@ def run_sst2(model, tokenizer, train_texts, train_labels, dev_texts, dev_labels,
     settings, such as lr and mask_prob), then the same fine-tuning. `pretrained`, `random_init` and
     `bag_of_words` False leave that arm out (each arm's runs are seeded, so an arm measured before need not run
     again). `reinit_layers` > 0 draws the top layers of the pretrained and adapted arms afresh before fine-tuning
-    (`reinit_top_layers`; random init is random throughout). `n_jobs` > 1 runs the fine-tunings (seeds x arms) in that many processes, for machines with more
-    cores; the numbers are the same.
+    (`reinit_top_layers`; random init is random throughout). `n_jobs` > 1 runs the fine-tunings (seeds x arms) in
+    that many processes, for machines with more cores; the numbers are the same.
     The model is left with its original weights and config. Returns a JSON-serialisable dict (see the module
     docstring).
     """

@@ -27,9 +27,10 @@ def adapt_to_texts(model, tokenizer, texts: list[str], steps: int, lr: float = 5
     """Continue MLM training of `model` (in place) on `texts` for `steps` AdamW steps: linear warmup over
     warmup_ratio of them, linear decay to 0, global-norm clipping at 1. Texts are packed into rows of max_len
     (at most the model's positions): packing="single" holds one text per row, as the classifier will read it
-    (a text longer than a row is cut into rows); "packed" fills each row with consecutive texts. whole_word selects whole words (all of a word's pieces) instead
-    of single tokens. Returns {"steps", "rows", "first_loss", "last_loss"} (losses averaged over the first and last
-    tenth of the steps), with lr, mask_prob, whole_word and packing."""
+    (a text longer than a row is cut into rows); "packed" fills each row with consecutive texts. whole_word
+    selects whole words (all of a word's pieces) instead of single tokens. Returns {"steps", "rows", "first_loss",
+    "last_loss"} (losses averaged over the first and last tenth of the steps), with lr, mask_prob, whole_word and
+    packing."""
     if steps < 0:
         raise MiniBertError(f"adapt steps must be >= 0; got {steps}")
     if packing not in ("packed", "single"):
