@@ -176,7 +176,7 @@ def test_reinit_draws_only_the_top_layers_afresh_and_leaves_random_init_alone(to
             np.testing.assert_array_equal(now, fresh.store.blocks[spec.name])
         else:
             np.testing.assert_array_equal(now.ravel(), was)
-    assert any(spec.name == "ln_f_gamma" for spec in model.store.specs)        # the final norm is kept
+    assert any(spec.name == "ln_f_gamma" for spec in model.store.specs)   # the loop kept the final norm too
     model.store.flat[...] = before
 
     started = []                                 # what each arm starts fine-tuning from, per seed
