@@ -419,7 +419,7 @@ def check_protocol(settings: dict) -> None:
                             f"got {batch}")
     if not (0.0 <= warmup < 1.0):
         raise MiniBertError(f"--warmup-ratio must lie in [0, 1): the share of steps spent warming up; got {warmup}")
-    if settings.get("reinit_layers", 0) < 0:
+    if settings["reinit_layers"] < 0:
         raise MiniBertError(f"--reinit-layers must be >= 0 (0 keeps every pretrained layer); got "
                             f"{settings['reinit_layers']}")
     if settings["patience"] < 1:
