@@ -45,6 +45,9 @@ class ElectraWorker(GradientWorker):
     thread's generator, whose state a checkpoint saves, so a resumed run draws the same samples."""
 
     gradients_class = ElectraGradients
+    # best/ is chosen by the generator's held-out masked loss: fixed batches and masks make it comparable across
+    # steps. The replaced-token loss is not: its task grows harder as the generator's samples grow plausible.
+    selection_key = "valid_generator_loss"
 
     def __init__(self, model: Electra, threads: int, seed: int, weight: float, first_stream: int = 0):
         super().__init__(model, threads, seed, first_stream)

@@ -58,6 +58,7 @@ class GradientWorker:
     """
 
     gradients_class = MiniBERTGradients      # one buffer per thread (training/electra.py puts ELECTRA's here)
+    selection_key = "valid_loss"             # the held-out figure that chooses the run's best/ (lower is better)
 
     def __init__(self, model: MiniBERT, threads: int, seed: int, first_stream: int = 0):
         """first_stream: the index of this worker's first dropout stream among all workers of a run (an MPI rank

@@ -723,9 +723,9 @@ class Trainer:
                         if self.masking is not None:
                             self.stream.mask_prob = self.masking.update(
                                 valid_masked_acc=last_eval["valid_masked_acc"])
-                        best = self.state["best_valid_loss"]
-                        if best is None or last_eval["valid_loss"] < best:
-                            self.state["best_valid_loss"] = last_eval["valid_loss"]
+                        best, now = self.state["best_valid_loss"], last_eval[self.worker.selection_key]
+                        if best is None or now < best:
+                            self.state["best_valid_loss"] = now
                             self.save("best")
                         who, rtd = ("generator's ", f"; replaced-token acc {last_eval['valid_rtd_acc']:.4f}") \
                             if "valid_rtd_acc" in last_eval else ("", "")

@@ -193,7 +193,8 @@ def test_a_stop_signal_saves_exits_cleanly_and_resumes_exactly(corpus, reference
 
 def test_electra_trains_both_models_saves_a_plain_discriminator_and_resumes_exactly(corpus, tmp_path, cut_back):
     """training.objective=electra: the loss falls, every checkpoint's model is a MiniBERT every tool loads (the
-    discriminator), the generator and head lie beside it, and a resume from step 10 repeats the rest bit for bit."""
+    discriminator), the generator and head lie beside it, best/ is the step of lowest held-out generator loss, and
+    a resume from step 10 repeats the rest bit for bit."""
     steps = 20
     run = tmp_path / "electra"
     args = [*tiny(corpus, run, max_steps=steps, keep_every=CHECKPOINT_EVERY), "training.objective=electra",
@@ -207,6 +208,11 @@ def test_electra_trains_both_models_saves_a_plain_discriminator_and_resumes_exac
                for r in rows)
     evals = [r for r in rows if "valid_rtd_acc" in r]
     assert evals and all(r["valid_loss"] > r["valid_generator_loss"] for r in evals)
+    # best/ is chosen by the generator's held-out loss alone, the part comparable across steps
+    best_row = min(evals, key=lambda r: r["valid_generator_loss"])
+    best = load_checkpoint(run / "best")
+    assert best.trainer_state["step"] == best_row["step"]
+    assert best.trainer_state["best_valid_loss"] == best_row["valid_generator_loss"]
     final = load_checkpoint(latest_checkpoint(run))
     assert type(final.model).__name__ == "MiniBERT" and final.model.config.hidden_size == 32
     assert final.auxiliary["generator.E_token"].shape == (512, 16) and final.auxiliary["rtd_w"].shape == (32, 1)
