@@ -110,7 +110,9 @@ def reset_classifier_head(model, rng: np.random.Generator) -> None:
 def reinit_top_layers(model, n: int, seed: int) -> None:
     """Draw the top n encoder layers afresh, as a new model of the same config draws them (Zhang et al. 2021,
     "Revisiting few-sample BERT fine-tuning": the top layers specialise in the pretraining task). The draw comes
-    from 20,000 + seed, so every fine-tuning seed gets its own."""
+    from 20,000 + seed, so every fine-tuning seed gets its own. n = 0 (the protocol's default) draws nothing."""
+    if n == 0:
+        return
     first = model.config.num_layers - n
     fresh = MiniBERT(model.config, seed=20_000 + seed)
     for spec in model.store.specs:
